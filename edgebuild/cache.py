@@ -1,0 +1,144 @@
+"""Content-addressed step store.
+
+Layout under the cache root:
+    steps/<kind>/<key>/            a published entry: the step's files + MANIFEST.json (digests of all files)
+    steps/<kind>/latest.json       inputs of the last entry used for <kind>, so the plan can say what changed
+    tmp/                           entries being built (renamed into place when complete)
+    locks/<key>.lock               one builder per key across processes
+    quarantine/                    corrupt entries moved aside
+An entry without a valid MANIFEST.json is never treated as complete.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock
+
+from edgebuild.digest import tree_digests
+from edgebuild.errors import EdgebuildError
+
+MANIFEST = "MANIFEST.json"
+
+
+def cache_root(cfg=None) -> Path:
+    """build.cache_dir > $EDGEBUILD_CACHE > $XDG_CACHE_HOME/edgebuild (~/.cache/edgebuild)."""
+    configured = cfg.build.cache_dir if cfg is not None and "build" in cfg else None
+    if configured:
+        return Path(configured).expanduser().resolve()
+    if os.environ.get("EDGEBUILD_CACHE"):
+        return Path(os.environ["EDGEBUILD_CACHE"]).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgebuild"
+
+
+class Cache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        try:
+            for sub in ("steps", "tmp", "locks", "quarantine"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            probe = self.root / "tmp" / f".probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise EdgebuildError("build.cache_dir", f"the cache directory {self.root} is not writable ({e.strerror}).",
+                                 "point build.cache_dir or $EDGEBUILD_CACHE at a writable directory.") from None
+
+    def entry(self, kind: str, key: str) -> Path:
+        return self.root / "steps" / kind / key
+
+    def lookup(self, kind: str, key: str) -> Path | None:
+        """The entry if published and intact; a corrupt entry is quarantined and None returned."""
+        path = self.entry(kind, key)
+        if not path.is_dir():
+            return None
+        if self.verify(path):
+            return path
+        self._quarantine(path)
+        return None
+
+    def peek(self, kind: str, key: str) -> bool:
+        """Cheap existence check for planning (the hit is verified when the step runs)."""
+        return (self.entry(kind, key) / MANIFEST).is_file()
+
+    @staticmethod
+    def verify(path: Path) -> bool:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+            files = tree_digests(path)
+            files.pop(MANIFEST, None)
+            return files == manifest["files"]
+        except (OSError, ValueError, KeyError):
+            return False
+
+    @contextmanager
+    def lock(self, key: str):
+        with FileLock(str(self.root / "locks" / f"{key}.lock")):
+            yield
+
+    def new_tmp(self, kind: str) -> Path:
+        path = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+    def publish(self, kind: str, key: str, tmp: Path, inputs: dict) -> Path:
+        """Write the manifest and atomically rename tmp into place. Caller holds the key's lock."""
+        final = self.entry(kind, key)
+        try:
+            manifest = {"kind": kind, "key": key, "files": tree_digests(tmp), "inputs": inputs,
+                        "created": time.time()}
+            _write_json(tmp / MANIFEST, manifest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # a corrupt leftover: move it aside first
+                self._quarantine(final)
+            os.rename(tmp, final)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno == errno.ENOSPC:
+                raise EdgebuildError(str(self.root), f"no space left on the device while saving step {kind!r}.",
+                                     "free disk space or point build.cache_dir at a larger disk; nothing partial was kept.") from None
+            raise
+        return final
+
+    def remember(self, kind: str, inputs: dict) -> None:
+        try:
+            _write_json(self.root / "steps" / kind / "latest.json", inputs)
+        except OSError:
+            pass  # advisory only
+
+    def last_inputs(self, kind: str) -> dict | None:
+        try:
+            return json.loads((self.root / "steps" / kind / "latest.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _quarantine(self, path: Path) -> None:
+        dest = self.root / "quarantine" / f"{path.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(path, dest)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def clean_tmp(self, max_age_s: float = 3600) -> None:
+        """Remove temp dirs of builds that died (older than max_age_s and not ours)."""
+        now = time.time()
+        for p in (self.root / "tmp").iterdir():
+            try:
+                if now - p.stat().st_mtime > max_age_s:
+                    shutil.rmtree(p, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,239 @@
+"""Typed schema of a composed recipe. Every key is declared here with its type and meaning.
+
+`validate(cfg)` merges the composed Hydra config into these dataclasses: unknown keys, wrong types,
+values outside `choices` and inconsistent combinations become one EdgebuildError naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from edgebuild.errors import EdgebuildError
+
+
+def doc(text: str, default: Any = MISSING, choices: tuple = (), factory: Any = MISSING):
+    meta = {"doc": text, "choices": choices}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    name: str = doc("Short model name used in reports.", "model")
+    weights: str = doc("Ultralytics .pt checkpoint or YOLO .onnx (relative to the cwd), or builtin:demo-det.",
+                       "builtin:demo-det")
+    task: str = doc("detect or segment; must match the weights.", "detect", ("detect", "segment"))
+    imgsz: int = doc("Square input size in pixels, a multiple of the model stride (32).", 320)
+    opset: int = doc("ONNX opset of the exported float model.", 17)
+    onnx_layout: Optional[str] = doc("For .onnx weights: the layout the file already has.", None,
+                                     (None, "split", "split_ltrb", "fused"))
+
+
+@dataclass
+class DatasetConfig:
+    name: str = doc("Short dataset name used in reports.", "dataset")
+    path: str = doc("YOLO data.yaml, COCO instances json, or builtin:demo (generated on first use).", "builtin:demo")
+    format: str = doc("yolo or coco.", "yolo", ("yolo", "coco"))
+    images: Optional[str] = doc("COCO only: directory the json's file_name entries are relative to.", None)
+    on_corrupt: str = doc("skip (warn and count) or error when an image cannot be decoded.", "skip", ("skip", "error"))
+
+
+@dataclass
+class TargetConfig:
+    name: str = doc("Board name.", "cpu")
+    backend: str = doc("tflite (NXP / CPU) or tensorrt (Jetson).", "tflite", ("tflite", "tensorrt"))
+    delegate: str = doc("Runtime delegate on the board (informational; used by the op lint).", "xnnpack")
+    compiler: str = doc("Ahead-of-time compiler run after quantization.", "none", ("none", "vela", "neutron"))
+    compiler_path: Optional[str] = doc("Compiler executable; default: looked up on PATH.", None)
+    compiler_args: list[str] = doc("Extra compiler arguments (argument list, never a shell string).", factory=list)
+    per_channel: bool = doc("Per-channel weight quantization (false = per-tensor).", True)
+    input_dtype: str = doc("Quantized model input type.", "uint8", ("uint8", "int8", "float32"))
+    supported_ops: Optional[list[str]] = doc("TFLite builtin ops the NPU runs; null = all.", None)
+    ops_source: str = doc("Where the supported-op list comes from.", "")
+    fail_on_fallback: bool = doc("Fail the build when ops fall back to the CPU.", False)
+    require_engine: bool = doc("TensorRT: fail unless a real engine can be built here.", False)
+    memory_limit_kib: Optional[int] = doc("On-chip memory budget, when known.", None)
+
+
+@dataclass
+class CalibrationConfig:
+    method: str = doc("Range estimator.", "minmax", ("minmax", "entropy", "percentile"))
+    count: Optional[int] = doc("Number of calibration images (exclusive with fraction).", None)
+    fraction: Optional[float] = doc("Fraction of the calibration split in (0, 1] (exclusive with count).", None)
+    seed: int = doc("Sampling seed.", 0)
+    split: str = doc("Dataset split to calibrate on; never val by default (it leaks into accuracy).", "train")
+    stratified: bool = doc("Sample evenly across classes.", False)
+    percentile: float = doc("percentile method: the percentile of |x| kept, e.g. 99.99.", 99.99)
+    num_bins: int = doc("entropy/percentile: histogram bins.", 2048)
+
+
+@dataclass
+class DecoderConfig:
+    layout: str = doc("split (boxes normalized in-graph), split_ltrb (raw distances, host decode) or fused.",
+                      "split_ltrb", ("split", "split_ltrb", "fused"))
+
+
+@dataclass
+class PrecisionConfig:
+    mode: str = doc("int8, fp16, or mixed (int8 with float_layers kept float / FP16).", "int8",
+                    ("int8", "fp16", "mixed"))
+    float_layers: list[str] = doc("Op/tensor name patterns kept in float (mode=mixed).", factory=list)
+
+
+@dataclass
+class ValidationConfig:
+    split: str = doc("Split evaluated.", "val")
+    max_images: Optional[int] = doc("Evaluate at most this many images (null = all).", None)
+    conf: float = doc("Score threshold before NMS.", 0.001)
+    iou: float = doc("NMS IoU threshold.", 0.7)
+    max_det: int = doc("Detections kept per image.", 300)
+    max_map_drop: float = doc("Gate: maximum allowed mAP50-95 drop, in points.", 1.5)
+    latency_runs: int = doc("Timed inference runs for host latency.", 20)
+    report_images: int = doc("Validation images drawn in the HTML report.", 3)
+
+
+@dataclass
+class BuildSettings:
+    cache_dir: Optional[str] = doc("Step cache; default $EDGEBUILD_CACHE, else the user cache dir.", None)
+    plan: bool = doc("Print the plan (steps, keys, cached or why not) and exit.", False)
+    isolate: bool = doc("Run heavy steps in a child process (torch and TensorFlow never share one).", True)
+    verbose: bool = doc("Show tracebacks with errors.", False)
+
+
+@dataclass
+class BuildConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    build: BuildSettings = field(default_factory=BuildSettings)
+    recipe: str = doc("Name of the recipe this config came from.", "")
+
+
+def schema_field(dotted: str):
+    """(dataclass field, owner dataclass) for a dotted key, or None if the schema has no such key."""
+    owner, f = BuildConfig, None
+    for part in dotted.split("."):
+        if owner is None or not is_dataclass(owner):
+            return None
+        match = [x for x in fields(owner) if x.name == part]
+        if not match:
+            return None
+        f = match[0]
+        owner = f.type if is_dataclass(f.type) else _resolve_type(owner, f)
+    return f
+
+
+def _resolve_type(owner, f):
+    hints = __import__("typing").get_type_hints(owner)
+    t = hints[f.name]
+    return t if is_dataclass(t) else None
+
+
+def allowed_keys(dotted_parent: str) -> list[str]:
+    owner = BuildConfig
+    if dotted_parent:
+        f = schema_field(dotted_parent)
+        owner = _resolve_type_from_field(dotted_parent) if f else None
+    return [x.name for x in fields(owner)] if owner and is_dataclass(owner) else []
+
+
+def _resolve_type_from_field(dotted: str):
+    owner = BuildConfig
+    for part in dotted.split("."):
+        hints = __import__("typing").get_type_hints(owner)
+        owner = hints.get(part)
+        if not is_dataclass(owner):
+            return None
+    return owner
+
+
+def validate(cfg: DictConfig, recipe: str = "") -> DictConfig:
+    """Composed config -> typed, read-only config; EdgebuildError on any problem."""
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "") or "?"
+        raise EdgebuildError(key, "has no value (??? in the config group).",
+                             f"set it in the recipe or on the command line, e.g. {key}=...") from None
+    raw.pop("hydra", None)
+    raw["recipe"] = recipe or raw.get("recipe", "")
+    _check_unknown(raw, "")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(BuildConfig), raw)
+    except ValidationError as e:
+        key = e.full_key or "?"
+        f = schema_field(key)
+        expected = getattr(f.type, "__name__", str(f.type)) if f else "the declared type"
+        value = OmegaConf.select(OmegaConf.create(raw), key)
+        raise EdgebuildError(key, f"{value!r} is not a valid {expected}.",
+                             f"set {key} to a {expected}; see `edgebuild --cfg job` for the current value.") from None
+    except ConfigKeyError as e:  # pragma: no cover - _check_unknown catches these first
+        raise EdgebuildError(e.full_key or "?", "unknown key.", "remove it.") from None
+    except OmegaConfBaseException as e:
+        raise EdgebuildError(getattr(e, "full_key", "?") or "?", str(e).split("\n")[0] + ".",
+                             "fix the value in the recipe or override.") from None
+    _check_choices(typed, BuildConfig, "")
+    _check_semantics(typed)
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def _check_unknown(node: dict, prefix: str) -> None:
+    for k, v in node.items():
+        dotted = f"{prefix}{k}"
+        f = schema_field(dotted)
+        if k == "_target_":
+            raise EdgebuildError(dotted, "recipes may not name Python objects to instantiate (_target_).",
+                                 "remove the _target_ entry; edgebuild only builds the steps it ships.")
+        if f is None:
+            parent = prefix[:-1]
+            allowed = ", ".join(allowed_keys(parent))
+            raise EdgebuildError(dotted, "unknown key.",
+                                 f"use one of the keys of {parent or 'the top level'}: {allowed}.")
+        if isinstance(v, dict) and _resolve_type_from_field(dotted) is not None:
+            _check_unknown(v, dotted + ".")
+
+
+def _check_choices(cfg: DictConfig, cls, prefix: str) -> None:
+    for f in fields(cls):
+        value = cfg[f.name]
+        sub = _resolve_type_from_field(prefix + f.name)
+        if sub is not None:
+            _check_choices(value, sub, prefix + f.name + ".")
+        elif f.metadata.get("choices") and value not in f.metadata["choices"]:
+            allowed = ", ".join(str(c) for c in f.metadata["choices"])
+            raise EdgebuildError(prefix + f.name, f"{value!r} is not allowed.", f"use one of: {allowed}.")
+
+
+def _check_semantics(cfg: DictConfig) -> None:
+    cal = cfg.calibration
+    if cal.count is not None and cal.fraction is not None:
+        raise EdgebuildError("calibration.count", "count and calibration.fraction are both set; they are exclusive.",
+                             "set one and null the other, e.g. `calibration.fraction=null`.")
+    if cal.count is not None and cal.count < 1:
+        raise EdgebuildError("calibration.count", f"must be at least 1, got {cal.count}.", "use a positive count.")
+    if cal.fraction is not None and not 0 < cal.fraction <= 1:
+        raise EdgebuildError("calibration.fraction", f"must be in (0, 1], got {cal.fraction}.",
+                             "use e.g. calibration.fraction=0.25.")
+    if not 50 < cal.percentile <= 100:
+        raise EdgebuildError("calibration.percentile", f"must be in (50, 100], got {cal.percentile}.",
+                             "use e.g. 99.99.")
+    if cfg.model.imgsz % 32 or cfg.model.imgsz < 32:
+        near = max(32, round(cfg.model.imgsz / 32) * 32)
+        raise EdgebuildError("model.imgsz", f"{cfg.model.imgsz} is not a multiple of the model stride 32.",
+                             f"use {near}.")
+    v = cfg.validation
+    if not 0 <= v.conf < 1 or not 0 < v.iou <= 1:
+        raise EdgebuildError("validation.conf", "conf must be in [0, 1) and validation.iou in (0, 1].",
+                             "use e.g. validation.conf=0.001 validation.iou=0.7.")
+    if cfg.precision.mode == "mixed" and not cfg.precision.float_layers:
+        raise EdgebuildError("precision.float_layers", "precision.mode=mixed needs at least one pattern.",
+                             "list the ops/layers to keep float, e.g. precision.float_layers=['>SOFTMAX'].")
