@@ -67,8 +67,8 @@ def digest_files(files: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def applicable_kinds(cfg: DictConfig) -> list[StepKind]:
-    kinds = {k.name: k for k in registry().values() if k.applies is None or k.applies(cfg)}
+def applicable_kinds(cfg: DictConfig, kinds: dict[str, StepKind] | None = None) -> list[StepKind]:
+    kinds = {k.name: k for k in (kinds or registry()).values() if k.applies is None or k.applies(cfg)}
     ordered, seen = [], set()
 
     def visit(kind: StepKind, chain: tuple[str, ...]) -> None:
@@ -91,9 +91,11 @@ def applicable_kinds(cfg: DictConfig) -> list[StepKind]:
     return ordered
 
 
-def make_plan(cfg: DictConfig, cache: Cache | None = None) -> Plan:
-    """Run every step's precheck, compute keys in dependency order, and mark what the cache already has."""
-    kinds = applicable_kinds(cfg)
+def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, StepKind] | None = None) -> Plan:
+    """Run every step's precheck, compute keys in dependency order, and mark what the cache already has.
+
+    `kinds` restricts planning to those step kinds (tests); default: every registered kind."""
+    kinds = applicable_kinds(cfg, kinds)
     for kind in kinds:
         if kind.precheck:
             kind.precheck(cfg)

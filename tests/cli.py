@@ -1,0 +1,27 @@
+"""Run the real `edgebuild` console script in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGEBUILD = Path(sys.executable).with_name("edgebuild")
+
+
+def run(*args: str, cwd: Path | None = None, cache: Path | None = None, timeout: float = 1800,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    e = dict(os.environ, YOLO_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    if cache is not None:
+        e["EDGEBUILD_CACHE"] = str(cache)
+    return subprocess.run([str(EDGEBUILD), *args], cwd=cwd or ROOT, env=e, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def error_paragraph(proc: subprocess.CompletedProcess) -> str:
+    """The single `error:` paragraph; asserts there is exactly one and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    return lines[0]

@@ -1,0 +1,67 @@
+"""Bad configuration gives one clear paragraph naming the key and the fix (through the real CLI)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.cli import ROOT, error_paragraph, run
+
+CASES = [
+    (["+recipe=nope"], "+recipe=nope", ["no recipe named 'nope'", "demo", "imx95_seg", str(ROOT / "recipes")]),
+    (["+recipe=../../etc/passwd"], "+recipe=../../etc/passwd", ["not a path"]),
+    (["+recipe=demo", "model.colour=red"], "model.colour", ["unknown key", "imgsz"]),
+    (["+recipe=demo", "+model.colour=red"], "model.colour", ["unknown key", "imgsz"]),
+    (["+recipe=demo", "model.imgsz=big"], "model.imgsz", ["'big' is not a valid int"]),
+    (["+recipe=demo", "target.backend=coreml"], "target.backend", ["'coreml' is not allowed", "tflite, tensorrt"]),
+    (["+recipe=demo", "calibration.method=kl"], "calibration.method", ["minmax, entropy, percentile"]),
+    (["+recipe=demo", "target=imx7"], "target", ["'imx7' is not a target choice", "cpu"]),
+    (["+recipe=demo", "calibration.fraction=0.5"], "calibration.count", ["exclusive"]),
+    (["+recipe=demo", "calibration.count=null", "calibration.fraction=1.5"], "calibration.fraction", ["(0, 1]"]),
+    (["+recipe=demo", "model.imgsz=100"], "model.imgsz", ["multiple of the model stride 32", "use 96"]),
+    (["+recipe=demo", "+model._target_=os.system"], "model._target_", ["instantiate"]),
+    (["+recipe=demo", "hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_", ["instantiate"]),
+]
+
+
+@pytest.mark.parametrize("args,where,phrases", CASES, ids=[c[1] + ":" + c[2][0][:20] for c in CASES])
+def test_bad_config_gives_one_clear_error(args, where, phrases, tmp_path):
+    proc = run(*args, "build.plan=true", cache=tmp_path / "cache")
+    assert proc.returncode == 2, proc.stderr
+    msg = error_paragraph(proc)
+    assert msg.startswith(f"error: {where}:"), msg
+    assert "Fix:" in msg
+    for phrase in phrases:
+        assert phrase in msg, msg
+
+
+def test_recipe_yaml_syntax_error_names_the_line(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "broken.yaml").write_text("# @package _global_\nmodel:\n  imgsz: 320\n  name: [unclosed\n")
+    proc = run("+recipe=broken", cwd=tmp_path, cache=tmp_path / "cache")
+    assert proc.returncode == 2
+    msg = error_paragraph(proc)
+    assert "broken.yaml:" in msg and "not valid YAML" in msg
+
+
+def test_recipe_with_target_key_is_refused(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "evil.yaml").write_text("# @package _global_\nmodel:\n  _target_: os.system\n")
+    proc = run("+recipe=evil", "build.plan=true", cwd=tmp_path, cache=tmp_path / "cache")
+    assert proc.returncode == 2
+    assert "model._target_" in error_paragraph(proc)
+
+
+def test_cwd_recipes_shadow_builtins(tmp_path):
+    """A product repo's ./recipes/demo.yaml wins over the project's recipes/demo.yaml."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "demo.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /decoder: fused\nmodel:\n  imgsz: 192\n")
+    (tmp_path / "recipes" / "mine.yaml").write_text("# @package _global_\nmodel:\n  imgsz: 224\n")
+    shadowed = run("+recipe=demo", "--cfg", "job", cwd=tmp_path)
+    assert shadowed.returncode == 0, shadowed.stderr
+    assert "imgsz: 192" in shadowed.stdout and "layout: fused" in shadowed.stdout
+    builtin = run("+recipe=demo", "--cfg", "job")
+    assert "imgsz: 256" in builtin.stdout and "layout: split_ltrb" in builtin.stdout
+    mine = run("+recipe=mine", "--cfg", "job", cwd=tmp_path)
+    assert "imgsz: 224" in mine.stdout
+    listed = run("+recipe=missing", cwd=tmp_path)
+    assert "mine" in error_paragraph(listed) and "imx95_seg" in error_paragraph(listed)
