@@ -1,0 +1,121 @@
+"""Decode the raw outputs of every export layout into boxes, scores and mask terms. The ONE place decode math lives.
+
+    decode(outputs, meta) -> Decoded
+        outputs: {role: float32 array} as a runtime returns them (leading batch dim of 1 allowed),
+                 roles from meta["outputs"]: boxes, scores, mask_coefs, protos (split layouts) or fused, protos.
+        meta:    the export meta.json (layout, imgsz, strides, nc, outputs).
+
+Layouts (see docs/CONTRACTS.md):
+  split       boxes [N,4] xyxy normalized to [0,1] in-graph        -> multiplied by imgsz
+  split_ltrb  boxes [N,4] raw DFL distances l,t,r,b in grid units  -> anchors (cell centres) and strides rebuilt here
+  fused       Ultralytics' [4+C(+nm), N] pixel xywh + scores (+ mask coefficients), protos NCHW
+
+Every result is in letterboxed input pixels (xyxy), the frame the model saw; un-letterboxing belongs to the caller.
+Anchor order is Ultralytics' `make_anchors`: level by level (strides ascending), row-major inside a level.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgebuild.errors import EdgebuildError
+
+LAYOUTS = ("split", "split_ltrb", "fused")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    boxes: np.ndarray                  # [N, 4] xyxy, letterboxed input pixels
+    scores: np.ndarray                 # [N, C] class probabilities (sigmoid already applied)
+    mask_coefs: np.ndarray | None      # [N, nm] or None for detect
+    protos: np.ndarray | None          # [H, W, nm] or None for detect
+
+
+def anchor_grid(imgsz: int, strides: list[int] | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(centres [N,2] in grid units (x+0.5, y+0.5), stride per anchor [N,1]) exactly as Ultralytics' make_anchors."""
+    centres, stride_col = [], []
+    for s in strides:
+        g = int(imgsz) // int(s)
+        ys, xs = np.meshgrid(np.arange(g, dtype=np.float32) + 0.5, np.arange(g, dtype=np.float32) + 0.5, indexing="ij")
+        centres.append(np.stack([xs.ravel(), ys.ravel()], 1))
+        stride_col.append(np.full((g * g, 1), float(s), np.float32))
+    return np.concatenate(centres), np.concatenate(stride_col)
+
+
+def num_anchors(imgsz: int, strides) -> int:
+    return sum((int(imgsz) // int(s)) ** 2 for s in strides)
+
+
+def decode(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Decoded:
+    """Raw model outputs (by role) -> Decoded in letterboxed input pixels. See the module docstring."""
+    layout = meta.get("layout")
+    if layout not in LAYOUTS:
+        raise EdgebuildError("meta.json layout", f"{layout!r} is not a known output layout.",
+                             f"use a meta.json written by the export step (layout one of {', '.join(LAYOUTS)}).")
+    imgsz, strides, nc = int(meta["imgsz"]), [int(s) for s in meta["strides"]], int(meta["nc"])
+    n = num_anchors(imgsz, strides)
+    segment = meta.get("task") == "segment"
+    if layout == "fused":
+        fused = _rows(_get(outputs, "fused"), n, None, "fused")          # [4+C(+nm), N]
+        if fused.shape[0] < 4 + nc:
+            raise _shape_error("fused", fused.shape, f"[4+{nc}(+nm), {n}]")
+        xy, wh = fused[0:2].T, fused[2:4].T
+        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)
+        scores = np.ascontiguousarray(fused[4:4 + nc].T)
+        coefs = np.ascontiguousarray(fused[4 + nc:].T) if segment else None
+    else:
+        raw = _cols(_get(outputs, "boxes"), n, 4, "boxes")
+        scores = _cols(_get(outputs, "scores"), n, nc, "scores")
+        if layout == "split":
+            boxes = raw * np.float32(imgsz)
+        else:
+            centres, stride = anchor_grid(imgsz, strides)
+            boxes = np.concatenate([centres - raw[:, :2], centres + raw[:, 2:]], 1) * stride
+        coefs = _cols(_get(outputs, "mask_coefs"), n, None, "mask_coefs") if segment else None
+    protos = _protos(_get(outputs, "protos"), coefs.shape[1], layout) if segment else None
+    return Decoded(boxes.astype(np.float32, copy=False), scores.astype(np.float32, copy=False), coefs, protos)
+
+
+def _get(outputs: Mapping[str, np.ndarray], role: str) -> np.ndarray:
+    if role not in outputs:
+        raise EdgebuildError("meta.json outputs", f"the model outputs have no {role!r} role (got {sorted(outputs)}).",
+                             "decode the outputs with the meta.json of the same export (roles must match the layout).")
+    arr = np.asarray(outputs[role], dtype=np.float32)
+    if arr.ndim >= 3:
+        if arr.shape[0] != 1:
+            raise _shape_error(role, arr.shape, "a batch of 1")
+        arr = arr[0]
+    return arr
+
+
+def _cols(arr: np.ndarray, n: int, k: int | None, role: str) -> np.ndarray:
+    """[N, K] (accepting [K, N] from runtimes that keep channels first)."""
+    if arr.ndim == 2 and arr.shape[0] == n and (k is None or arr.shape[1] == k):
+        return arr
+    if arr.ndim == 2 and arr.shape[1] == n and (k is None or arr.shape[0] == k):
+        return np.ascontiguousarray(arr.T)
+    raise _shape_error(role, arr.shape, f"[{n}, {k if k is not None else 'K'}]")
+
+
+def _rows(arr: np.ndarray, n: int, k: int | None, role: str) -> np.ndarray:
+    """[K, N] (accepting [N, K])."""
+    if arr.ndim == 2 and arr.shape[1] == n:
+        return arr
+    if arr.ndim == 2 and arr.shape[0] == n:
+        return np.ascontiguousarray(arr.T)
+    raise _shape_error(role, arr.shape, f"[K, {n}]")
+
+
+def _protos(arr: np.ndarray, nm: int, layout: str) -> np.ndarray:
+    """[H, W, nm]. Split layouts emit NHWC, fused (Ultralytics) NCHW; a runtime may have transposed either."""
+    if arr.ndim != 3 or nm not in (arr.shape[0], arr.shape[2]):
+        raise _shape_error("protos", arr.shape, f"[H, W, {nm}] or [{nm}, H, W]")
+    channels_last = arr.shape[2] == nm and (arr.shape[0] != nm or layout != "fused")
+    return arr if channels_last else np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+def _shape_error(role: str, shape, expected: str) -> EdgebuildError:
+    return EdgebuildError("meta.json outputs", f"output {role!r} has shape {list(shape)}, expected {expected}.",
+                          "decode the outputs with the meta.json of the same export (imgsz, strides, nc must match).")
