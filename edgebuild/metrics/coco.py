@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 
 import numpy as np
 
@@ -64,6 +65,7 @@ def evaluate(gt: dict, detections: list[dict], iou_type: str, backend: str = "fa
         if backend == "faster":
             from faster_coco_eval import COCO, COCOeval_faster as Eval
 
+            logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # its summaries would flood the build log
             coco_gt = COCO(copy.deepcopy(gt))
         elif backend == "pycocotools":
             from pycocotools.coco import COCO
