@@ -45,6 +45,8 @@ def check(argv: list[str]) -> None:
                              "use key=value, +recipe=NAME, group=a,b for sweeps (see `edgebuild --help`).") from None
     for o in overrides:
         key = o.key_or_group
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() and not o.is_delete():
+            check_output_dir(key, str(o.value()))
         if "_target_" in key:
             raise EdgebuildError(key, "recipes and overrides may not name Python objects to instantiate (_target_).",
                                  "remove the _target_ override; edgebuild only builds the steps it ships.")
@@ -61,6 +63,21 @@ def check(argv: list[str]) -> None:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             raise EdgebuildError(key, "unknown key.", f"use one of the keys of {parent or 'the top level'}: "
                                  f"{', '.join(allowed_keys(parent)) or '(none)'}; print them with `edgebuild --cfg job`.")
+
+
+def check_output_dir(key: str, value: str) -> None:
+    """Hydra creates the run dir before edgebuild runs: refuse one that cannot be created (else a traceback)."""
+    import os
+
+    static = value.split("${", 1)[0]  # the part before interpolations such as ${now:...}
+    p = Path(static or ".").expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    problem = ("is a regular file, not a directory" if not p.is_dir() else
+               "is not writable" if not os.access(p, os.W_OK | os.X_OK) else "")
+    if problem:
+        raise EdgebuildError(key, f"{value} cannot be created: {p} {problem}.",
+                             f"point {key} at a directory you can write, e.g. {key}=/tmp/edgebuild-run.")
 
 
 def available_recipes() -> dict[str, Path]:

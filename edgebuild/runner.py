@@ -1,6 +1,7 @@
 """Execute a Plan: each step is looked up in the cache, or built into a temp dir and published atomically."""
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import shutil
@@ -60,9 +61,19 @@ def _build(ps: PlannedStep, cache: Cache, cfg: DictConfig, done: dict[str, StepR
             if not cache.verify(up):
                 raise RuntimeError(f"step {ps.name!r} modified its input {name!r} at {up}; steps must treat inputs as read-only")
         return cache.publish(ps.name, ps.key, tmp, ps.inputs)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise no_space(cache.root, ps.name) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def no_space(root: Path, name: str) -> EdgebuildError:
+    return EdgebuildError(str(root), f"no space left on the device while building step {name!r}.",
+                          "free disk space or point build.cache_dir at a larger disk; nothing partial was kept.")
 
 
 def _in_daemon_worker() -> bool:
@@ -88,6 +99,12 @@ def _child(payload) -> None:
         registry()[name].run(ctx)
     except EdgebuildError:
         raise
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # the cache disk filled up: a user error with a fix, not a crash
+            raise no_space(Path(out).parents[1], name) from None
+        import traceback
+
+        raise RuntimeError(f"step {name!r} failed:\n{traceback.format_exc()}") from e
     except Exception as e:  # keep the remote traceback readable in the parent
         import traceback
 

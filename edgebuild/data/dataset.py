@@ -165,12 +165,13 @@ def demo_dataset(cfg=None) -> Path:
     final = root / DEMO_VERSION
     if (final / "data.yaml").is_file():
         return final / "data.yaml"
+    tmp = root / f".tmp-{DEMO_VERSION}-{uuid.uuid4().hex}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-{DEMO_VERSION}-{uuid.uuid4().hex}"
         synth.generate(tmp, seed=synth.DEMO_SEED, n_train=synth.DEMO_TRAIN, n_val=synth.DEMO_VAL,
                        imgsz=synth.DEMO_IMGSZ)
     except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not leave a half-written dataset behind
         raise EdgebuildError("build.cache_dir", f"cannot write the demo dataset under {root} ({e.strerror}).",
                              "point build.cache_dir or $EDGEBUILD_CACHE at a writable directory.") from None
     try:
