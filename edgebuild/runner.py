@@ -85,8 +85,18 @@ def _run_isolated(name: str, ctx: StepContext) -> None:
     """Run the step in a fresh spawned process so heavy frameworks (torch, TensorFlow) never share one."""
     payload = (name, OmegaConf.to_container(ctx.cfg), str(ctx.out), {k: str(v) for k, v in ctx.inputs.items()},
                ctx.files)
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(_child, payload).result()
+    # A spawned child re-applies the parent's default start method; inside joblib's loky workers that is "loky",
+    # which a plain spawned interpreter does not know (it dies before running the step): use "spawn" meanwhile.
+    method = multiprocessing.get_start_method(allow_none=True)
+    foreign = method not in (None, "spawn", "fork", "forkserver")
+    if foreign:
+        multiprocessing.set_start_method("spawn", force=True)
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(_child, payload).result()
+    finally:
+        if foreign:
+            multiprocessing.set_start_method(method, force=True)
 
 
 def _child(payload) -> None:
