@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     from edgebuild import preflight
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in argv or "build.verbose=true" in argv
-    argv = [a for a in argv if a != "--verbose"] + (["build.verbose=true"] if "--verbose" in sys.argv[1:] else [])
+    if "--verbose" in argv:
+        argv = [a for a in argv if a != "--verbose"] + ["build.verbose=true"]
+    verbose = "build.verbose=true" in argv
     try:
         preflight.check(argv)
     except EdgebuildError as e:
