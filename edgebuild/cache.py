@@ -102,8 +102,7 @@ class Cache:
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if e.errno == errno.ENOSPC:
-                raise EdgebuildError(str(self.root), f"no space left on the device while saving step {kind!r}.",
-                                     "free disk space or point build.cache_dir at a larger disk; nothing partial was kept.") from None
+                raise no_space(self.root, kind) from None
             raise
         return final
 
@@ -135,6 +134,11 @@ class Cache:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
+
+
+def no_space(root: Path, step: str) -> EdgebuildError:
+    return EdgebuildError(str(root), f"no space left on the device while building step {step!r}.",
+                          "free disk space or point build.cache_dir at a larger disk; nothing partial was kept.")
 
 
 def _write_json(path: Path, obj) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from edgebuild.cache import Cache
+from edgebuild.cache import Cache, no_space
 from edgebuild.engine import StepContext, registry
 from edgebuild.errors import EdgebuildError
 from edgebuild.resolve import Plan, PlannedStep, slice_config
@@ -71,11 +71,6 @@ def _build(ps: PlannedStep, cache: Cache, cfg: DictConfig, done: dict[str, StepR
         raise
 
 
-def no_space(root: Path, name: str) -> EdgebuildError:
-    return EdgebuildError(str(root), f"no space left on the device while building step {name!r}.",
-                          "free disk space or point build.cache_dir at a larger disk; nothing partial was kept.")
-
-
 def _in_daemon_worker() -> bool:
     """Daemonic processes (some sweep launchers' workers) may not start children: run in-process there."""
     return multiprocessing.current_process().daemon
@@ -109,14 +104,10 @@ def _child(payload) -> None:
         registry()[name].run(ctx)
     except EdgebuildError:
         raise
-    except OSError as e:
-        if e.errno == errno.ENOSPC:  # the cache disk filled up: a user error with a fix, not a crash
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the cache disk filled up: a user error, not a crash
             raise no_space(Path(out).parents[1], name) from None
-        import traceback
-
-        raise RuntimeError(f"step {name!r} failed:\n{traceback.format_exc()}") from e
-    except Exception as e:  # keep the remote traceback readable in the parent
-        import traceback
+        import traceback  # keep the remote traceback readable in the parent
 
         raise RuntimeError(f"step {name!r} failed:\n{traceback.format_exc()}") from e
 
