@@ -8,6 +8,9 @@ The ONNX must have the split_ltrb layout (outputs `boxes` [1,N,4] raw DFL distan
 Box mAP50-95 is COCO protocol (edgebuild.metrics, faster-coco-eval) on the dataset's val split.
 Calibration images are the first `--calib` train images in sorted order, or with `--manifest` the images of a
 calibset manifest.json (what `edgebuild +recipe=orin_nano_det` calibrates on), streamed one at a time.
+`--sensitivity` ranks Conv inputs (or `--candidates` patterns) by how much of the all-int8 output error keeping
+each one float removes, on `--held` train images outside the calibration set (how conf/precision/mixed_trt.yaml
+was chosen, docs/tensorrt.md).
 The calibration draw matters at this scale: minmax int8 is -1.25 pt on the first 300 sorted images and -1.03 pt
 on the recipe's seeded 300-image draw.
 """
@@ -138,6 +141,47 @@ def split_ltrb_from_pt(weights: Path, imgsz: int, out: Path) -> Path:
     return out
 
 
+def sensitivity(onnx_path: Path, ranges: dict, held: list[Path], imgsz: int, candidates: list[str], out: Path) -> list:
+    """Leave-one-out: QDQ with every conv int8 except the candidate (a node name or float_layers pattern); the
+    relative squared error of `scores` (all anchors) and `boxes` (anchors with float score > 0.2) vs the float
+    model on `held` images; returns rows sorted by the share of the all-int8 error removed (most sensitive first)."""
+    import onnx
+    import onnxruntime as ort
+
+    xs = [letterbox(str(p), imgsz)[0] for p in held]
+
+    def run(path):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        return [dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x}))) for x in xs]
+
+    ref = run(onnx_path)
+
+    def error(res):
+        es = eb = 0.0
+        for q, f in zip(res, ref):
+            sq, sf, bq, bf = q["scores"][0], f["scores"][0], q["boxes"][0], f["boxes"][0]
+            es += float(((sq - sf) ** 2).sum()) / float((sf ** 2).sum() + 1e-9)
+            fg = sf.max(1) > 0.2
+            if fg.any():
+                eb += float(((bq[fg] - bf[fg]) ** 2).sum()) / float((bf[fg] ** 2).sum())
+        return es / len(res), eb / len(res)
+
+    model = onnx.load(str(onnx_path))
+    path = out / "sensitivity.onnx"
+    full = qdq.plan_quantization(model, [])
+    qdq.write_qdq(onnx_path, path, ranges, full)
+    base = error(run(path))
+    rows = []
+    for cand in candidates or full.quantized:
+        qdq.write_qdq(onnx_path, path, ranges, qdq.plan_quantization(model, [cand]))
+        es, eb = error(run(path))
+        gain = (base[0] - es) / max(base[0], 1e-12) + (base[1] - eb) / max(base[1], 1e-12)
+        rows.append({"float": cand, "score_err": es, "box_err": eb, "gain": gain})
+        print(f"{gain:+.3f}  {cand}", flush=True)
+    return sorted(rows, key=lambda r: -r["gain"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", type=Path)
@@ -150,6 +194,11 @@ def main() -> None:
     ap.add_argument("--manifest", type=Path, help="calibset manifest.json: calibrate on its images (the recipe's "
                     "seeded draw) instead of the first --calib train images in sorted order")
     ap.add_argument("--mixed", nargs="*", default=[], help="float_layers patterns for one mixed row per method")
+    ap.add_argument("--sensitivity", action="store_true", help="instead of the matrix: leave-one-out sensitivity "
+                    "of each --methods calibration on --held train images outside the calibration set")
+    ap.add_argument("--candidates", nargs="*", default=[], help="with --sensitivity: node names / patterns to try "
+                    "(default: every quantized conv)")
+    ap.add_argument("--held", type=int, default=64)
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="qdq_matrix_")))
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -164,6 +213,19 @@ def main() -> None:
         calib = [Path(it["path"]) for it in json.loads(a.manifest.read_text())["items"]]
     else:
         calib = sorted((a.data / "images" / "train").glob("*.jpg"))[: a.calib]
+    if a.sensitivity:
+        used = {str(p) for p in calib}
+        held = [p for p in sorted((a.data / "images" / "train").glob("*.jpg")) if str(p) not in used][: a.held]
+        result = {}
+        for method in a.methods:
+            ranges, _ = calibrate(onnx_path, calib, method, a.imgsz)
+            result[method] = sensitivity(onnx_path, ranges, held, a.imgsz, a.candidates, a.out)
+            print(f"\n{method}: most sensitive first")
+            for r in result[method][:10]:
+                print(f"  {r['gain']:+.3f}  {r['float']}")
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=1))
+        return
     rows = [{"model": "float", **evaluate_model(onnx_path, vals, gt, a.imgsz)}]
     print(rows[-1], flush=True)
     for method in a.methods:

@@ -44,15 +44,17 @@ TARGETS = {"drop_pt": 1.0, "cold_ratio": 0.5, "rss_mib": 1536, "noop_s": 2.0}
 
 # ---------------------------------------------------------------- measuring
 
-def measure(argv: list[str], cwd: Path, log: Path, env: dict | None = None, timeout: float = 1800) -> dict:
-    """Run argv in a fresh process; wall seconds, peak RSS of the process tree (0.2 s samples), exit code."""
+def measure(argv: list[str], cwd: Path, log: Path, env: dict | None = None, timeout: float = 1800,
+            watch: Path | None = None) -> dict:
+    """Run argv in a fresh process; wall seconds, peak RSS of the process tree (0.2 s samples), exit code.
+    `watch`: a directory whose *.tflite files are noted when first seen (seconds after start)."""
     import psutil
 
     e = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "TF_CPP_MIN_LOG_LEVEL": "2",
          "PYTHONUNBUFFERED": "1", **(env or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    peak, procs = 0, 0
+    peak, procs, seen = 0, 0, {}
     t0 = time.perf_counter()
     with open(log, "w") as f:
         p = psutil.Popen(argv, cwd=str(cwd), env=e, stdout=f, stderr=subprocess.STDOUT)
@@ -68,6 +70,9 @@ def measure(argv: list[str], cwd: Path, log: Path, env: dict | None = None, time
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             peak, procs = max(peak, rss), max(procs, len(tree))
+            if watch is not None and watch.is_dir():
+                for fp in watch.rglob("*.tflite"):
+                    seen.setdefault(fp.name, round(time.perf_counter() - t0, 1))
             try:
                 rc = p.wait(timeout=0.2)
                 break
@@ -79,7 +84,8 @@ def measure(argv: list[str], cwd: Path, log: Path, env: dict | None = None, time
     wall = time.perf_counter() - t0
     return {"argv": argv[1:] if argv[0] == PY else argv, "cwd": str(cwd), "rc": rc, "wall_s": round(wall, 2),
             "peak_rss_mib": round(peak / 2**20, 1), "max_processes": procs,
-            "loadavg_before": [round(x, 2) for x in load], "log": str(log)}
+            "loadavg_before": [round(x, 2) for x in load], "log": str(log),
+            **({"tflite_first_seen_s": seen} if watch is not None else {})}
 
 
 def last_json(log: Path) -> dict | None:
@@ -101,7 +107,8 @@ def tail(log: Path, n: int = 6) -> list[str]:
 
 def case_upstream(work: Path, n: int, logs: Path) -> dict:
     d = work / f"upstream_{n}"
-    r = measure([PY, str(BENCH / "_upstream_export.py"), "--work", str(d), "--n", str(n)], ROOT, logs / f"upstream_{n}.log")
+    r = measure([PY, str(BENCH / "_upstream_export.py"), "--work", str(d), "--n", str(n)], ROOT, logs / f"upstream_{n}.log",
+                watch=d)
     out = last_json(Path(r["log"])) or {}
     r["files"] = out.get("files", [])
     if r["rc"] != 0:
@@ -188,7 +195,8 @@ def case_noop(work: Path, logs: Path) -> dict:
         r = edgebuild_run(f"noop_{i}", [], cache, work / f"run_noop_{i}", logs)
         r.update(read_run(Path(r["run_dir"])))
         runs.append(r)
-    g = edgebuild_run("gate_change", ["validation.max_map_drop=2.5"], cache, work / "run_gate_change", logs)
+    fresh_gate = f"validation.max_map_drop={1 + time.time() % 1:.6f}"  # a value this cache has not seen: report must re-run
+    g = edgebuild_run("gate_change", [fresh_gate], cache, work / "run_gate_change", logs)
     g.update(read_run(Path(g["run_dir"])))
     return {"runs": runs, "median_wall_s": statistics.median(x["wall_s"] for x in runs),
             "built_in_noop": sorted({b for x in runs for b in x.get("built", [])}), "gate_change": g}

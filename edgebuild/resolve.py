@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from edgebuild.cache import Cache
-from edgebuild.digest import file_sha256, json_sha256
+from edgebuild.digest import DigestMemo, json_sha256
 from edgebuild.engine import StepKind, registry
 
 
@@ -56,14 +56,15 @@ def slice_config(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:
     return sub
 
 
-def digest_files(files: dict[str, Any]) -> dict[str, str]:
+def digest_files(files: dict[str, Any], memo: DigestMemo | None = None) -> dict[str, str]:
     """Single files are keyed by content only (moving weights does not rebuild); file lists by path + content."""
+    sha = (memo or DigestMemo()).sha256
     out = {}
     for name, value in sorted(files.items()):
         if isinstance(value, (list, tuple)):
-            out[name] = json_sha256([[str(p), file_sha256(Path(p))] for p in value])
+            out[name] = json_sha256([[str(p), sha(Path(p))] for p in value])
         else:
-            out[name] = file_sha256(Path(value))
+            out[name] = sha(Path(value))
     return out
 
 
@@ -100,6 +101,7 @@ def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, Step
         if kind.precheck:
             kind.precheck(cfg)
     plan, keys = Plan(), {}
+    memo = DigestMemo(cache.root / "digests.json" if cache is not None else None)
     for kind in kinds:
         ups = [u for u in kind.required_upstream()] + [u for u in kind.optional_upstream() if u in keys]
         upstream = {u: keys[u] for u in ups}
@@ -109,7 +111,7 @@ def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, Step
             "version": kind.version,
             "config": config_slice(cfg, kind.config),
             "upstream": upstream,
-            "files": digest_files(files),
+            "files": digest_files(files, memo),
             "environment": kind.environment(cfg) if kind.environment else {},
         }
         key = json_sha256(inputs)
@@ -119,6 +121,7 @@ def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, Step
             step.cached = cache.peek(kind.name, key)
             step.reason = "" if step.cached else why_rebuild(inputs, cache.last_inputs(kind.name))
         plan.steps.append(step)
+    memo.save()
     return plan
 
 
