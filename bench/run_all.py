@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -173,15 +174,21 @@ def read_run(run_dir: Path) -> dict:
     return out
 
 
+def fresh(path: Path) -> Path:
+    """A cold case must start from an empty cache (and sweep dir): remove what an earlier bench run left."""
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
 def case_cold(work: Path, n: int, logs: Path) -> dict:
     r = edgebuild_run(f"cold_{n}", ["precision=int8", "calibration=minmax", f"calibration.count={n}"],
-                      work / f"cache_cold_{n}", work / f"run_cold_{n}", logs)
+                      fresh(work / f"cache_cold_{n}"), work / f"run_cold_{n}", logs)
     r.update(read_run(Path(r["run_dir"])))
     return r
 
 
 def case_shipped(work: Path, logs: Path) -> dict:
-    r = edgebuild_run("shipped", [], work / "cache_shipped", work / "run_shipped", logs)
+    r = edgebuild_run("shipped", [], fresh(work / "cache_shipped"), work / "run_shipped", logs)
     r.update(read_run(Path(r["run_dir"])))
     return r
 
@@ -203,8 +210,8 @@ def case_noop(work: Path, logs: Path) -> dict:
 
 
 def case_sweep(work: Path, logs: Path, n: int) -> dict:
-    sweep_dir = work / "sweep"
-    r = edgebuild_run("sweep", ["target=cpu,imx8mp,imx93", f"calibration.count={n}"], work / "cache_sweep", sweep_dir,
+    sweep_dir = fresh(work / "sweep")
+    r = edgebuild_run("sweep", ["target=cpu,imx8mp,imx93", f"calibration.count={n}"], fresh(work / "cache_sweep"), sweep_dir,
                       logs, multirun=True)
     jobs = {}
     built_count: dict[str, int] = {}

@@ -270,9 +270,12 @@ def test_kill9_at_random_moments_then_resume(shared, tmp_path):
     """kill -9 (the whole process group) at 10 seeded-random moments over successive resumed builds of one cache."""
     rng = random.Random(9)
     step_names = ["calibset", "export", "tfconvert", "tflite", "compile", "validate_float", "validate", "report"]
-    # a moment = (the step whose "building" or "built" line triggers it, the delay after that line)
-    moments = sorted(((rng.randrange(len(step_names)), rng.choice(["building", "built"]), rng.uniform(0, 3))
-                      for _ in range(10)), key=lambda m: (m[0], m[1] == "built", m[2]))
+    # a moment = (the step whose "building" or "built" line triggers it, the delay after that line); the delay is
+    # short and the last step's "built" is excluded, so each moment lands while the build is still running even on
+    # a fast, idle machine
+    events = [(i, e) for i in range(len(step_names)) for e in ("building", "built")][:-1]
+    moments = sorted((events[rng.randrange(len(events))] + (rng.uniform(0, 0.5),) for _ in range(10)),
+                     key=lambda m: (m[0], m[1] == "built", m[2]))
     cache, killed = tmp_path / "cache", 0
     for i, (step_i, event, delay) in enumerate(moments):
         run_dir = tmp_path / f"run{i}"
