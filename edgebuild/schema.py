@@ -5,6 +5,7 @@ values outside `choices` and inconsistent combinations become one EdgebuildError
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
@@ -117,42 +118,24 @@ class BuildConfig:
     recipe: str = doc("Name of the recipe this config came from.", "")
 
 
+def _node_type(dotted: str):
+    """The dataclass at a dotted path ("" = BuildConfig), or None if the path is not a config node."""
+    owner = BuildConfig
+    for part in dotted.split(".") if dotted else []:
+        owner = typing.get_type_hints(owner).get(part) if is_dataclass(owner) else None
+    return owner if is_dataclass(owner) else None
+
+
 def schema_field(dotted: str):
-    """(dataclass field, owner dataclass) for a dotted key, or None if the schema has no such key."""
-    owner, f = BuildConfig, None
-    for part in dotted.split("."):
-        if owner is None or not is_dataclass(owner):
-            return None
-        match = [x for x in fields(owner) if x.name == part]
-        if not match:
-            return None
-        f = match[0]
-        owner = f.type if is_dataclass(f.type) else _resolve_type(owner, f)
-    return f
-
-
-def _resolve_type(owner, f):
-    hints = __import__("typing").get_type_hints(owner)
-    t = hints[f.name]
-    return t if is_dataclass(t) else None
+    """The dataclass field declaring a dotted key, or None if the schema has no such key."""
+    parent, _, name = dotted.rpartition(".")
+    owner = _node_type(parent)
+    return next((f for f in fields(owner) if f.name == name), None) if owner else None
 
 
 def allowed_keys(dotted_parent: str) -> list[str]:
-    owner = BuildConfig
-    if dotted_parent:
-        f = schema_field(dotted_parent)
-        owner = _resolve_type_from_field(dotted_parent) if f else None
-    return [x.name for x in fields(owner)] if owner and is_dataclass(owner) else []
-
-
-def _resolve_type_from_field(dotted: str):
-    owner = BuildConfig
-    for part in dotted.split("."):
-        hints = __import__("typing").get_type_hints(owner)
-        owner = hints.get(part)
-        if not is_dataclass(owner):
-            return None
-    return owner
+    owner = _node_type(dotted_parent)
+    return [f.name for f in fields(owner)] if owner else []
 
 
 def validate(cfg: DictConfig, recipe: str = "") -> DictConfig:
@@ -198,14 +181,14 @@ def _check_unknown(node: dict, prefix: str) -> None:
             allowed = ", ".join(allowed_keys(parent))
             raise EdgebuildError(dotted, "unknown key.",
                                  f"use one of the keys of {parent or 'the top level'}: {allowed}.")
-        if isinstance(v, dict) and _resolve_type_from_field(dotted) is not None:
+        if isinstance(v, dict) and _node_type(dotted) is not None:
             _check_unknown(v, dotted + ".")
 
 
 def _check_choices(cfg: DictConfig, cls, prefix: str) -> None:
     for f in fields(cls):
         value = cfg[f.name]
-        sub = _resolve_type_from_field(prefix + f.name)
+        sub = _node_type(prefix + f.name)
         if sub is not None:
             _check_choices(value, sub, prefix + f.name + ".")
         elif f.metadata.get("choices") and value not in f.metadata["choices"]:
