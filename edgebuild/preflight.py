@@ -18,18 +18,22 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "dataset", "target", "calibration", "decoder", "precision", "validation")
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                     "--config-dir", "-cd", "--experimental-rerun"}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # `--info [TOPIC]`
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def override_args(argv: list[str]) -> list[str]:
-    out, skip = [], False
+    out, skip, prev = [], False, None
     for arg in argv:
         if skip:
             skip = False
+        elif prev in ("--info", "-i") and arg in INFO_TOPICS:
+            pass
         elif arg in FLAGS_WITH_VALUE:
             skip = True
         elif not arg.startswith("-"):
             out.append(arg)
+        prev = arg
     return out
 
 

@@ -65,3 +65,11 @@ def test_cwd_recipes_shadow_builtins(tmp_path):
     assert "imgsz: 224" in mine.stdout
     listed = run("+recipe=missing", cwd=tmp_path)
     assert "mine" in error_paragraph(listed) and "imx95_seg" in error_paragraph(listed)
+
+
+def test_hydra_info_shows_both_recipe_dirs(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    proc = run("+recipe=demo", "--info", "searchpath", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"edgebuild-recipes://{tmp_path / 'recipes'}" in proc.stdout
+    assert f"edgebuild-recipes://{ROOT / 'recipes'}" in proc.stdout
