@@ -107,7 +107,7 @@ def tail(log: Path, n: int = 6) -> list[str]:
 # ---------------------------------------------------------------- cases
 
 def case_upstream(work: Path, n: int, logs: Path) -> dict:
-    d = work / f"upstream_{n}"
+    d = fresh(work / f"upstream_{n}")  # a left-over export would look "first seen at 0 s"
     r = measure([PY, str(BENCH / "_upstream_export.py"), "--work", str(d), "--n", str(n)], ROOT, logs / f"upstream_{n}.log",
                 watch=d)
     out = last_json(Path(r["log"])) or {}
