@@ -70,6 +70,8 @@ class CalibrationConfig:
     stratified: bool = doc("Sample evenly across classes.", False)
     percentile: float = doc("percentile method: the percentile of |x| kept, e.g. 99.99.", 99.99)
     num_bins: int = doc("entropy/percentile: histogram bins.", 2048)
+    bias_correction: int = doc("TensorRT QDQ only: empirical bias correction of every int8 conv on the first N "
+                               "calibration images (0 = off). The tflite step does not use it.", 64)
 
 
 @dataclass
@@ -203,6 +205,9 @@ def _check_semantics(cfg: DictConfig) -> None:
                              "set one and null the other, e.g. `calibration.fraction=null`.")
     if cal.count is not None and cal.count < 1:
         raise EdgebuildError("calibration.count", f"must be at least 1, got {cal.count}.", "use a positive count.")
+    if cal.bias_correction < 0:
+        raise EdgebuildError("calibration.bias_correction", f"must be 0 (off) or a number of images, got "
+                             f"{cal.bias_correction}.", "use e.g. calibration.bias_correction=64.")
     if cal.fraction is not None and not 0 < cal.fraction <= 1:
         raise EdgebuildError("calibration.fraction", f"must be in (0, 1], got {cal.fraction}.",
                              "use e.g. calibration.fraction=0.25.")

@@ -16,6 +16,7 @@ CASES = [
     (["+recipe=demo", "target=imx7"], "target", ["'imx7' is not a target choice", "cpu"]),
     (["+recipe=demo", "calibration.fraction=0.5"], "calibration.count", ["exclusive"]),
     (["+recipe=demo", "calibration.count=null", "calibration.fraction=1.5"], "calibration.fraction", ["(0, 1]"]),
+    (["+recipe=orin_nano_det", "calibration.bias_correction=-1"], "calibration.bias_correction", ["0 (off)"]),
     (["+recipe=demo", "model.imgsz=100"], "model.imgsz", ["multiple of the model stride 32", "use 96"]),
     (["+recipe=demo", "+model._target_=os.system"], "model._target_", ["instantiate"]),
     (["+recipe=demo", "hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_", ["instantiate"]),

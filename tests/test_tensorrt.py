@@ -140,6 +140,49 @@ def test_qdq_model_is_symmetric_int8_per_channel_from_our_ranges(tiny, tmp_path)
     assert np.abs(f["boxes"] - qv["boxes"]).max() < 0.5  # distances 0..15 bins
 
 
+def conv_means(path: Path, outputs: list[str], xs: list[np.ndarray]) -> dict:
+    from edgebuild.tensorrt.bias_correction import _channel_means, _with_outputs
+
+    return dict(zip(outputs, _channel_means(_with_outputs(onnx.load(str(path)), outputs), outputs, xs)))
+
+
+def test_bias_correction_removes_the_int8_mean_shift_sequentially(tiny, tmp_path):
+    """After correction every int8 conv's per-channel output mean equals float's on the correction images (the
+    downstream convs too, which only holds if upstream corrections were applied first); only biases change."""
+    from edgebuild.tensorrt.bias_correction import correct_biases
+
+    m = onnx.load(str(tiny))
+    plan = qdq.plan_quantization(m)
+    ranges, _ = qdq.collect_ranges(tiny, qdq.calibration_tensors(m), images(8), make_calibrator("minmax"))
+    ranges["a0"] = (ranges["a0"][0], ranges["a0"][1] * 0.5)  # clip the head's input: a real mean shift downstream
+    qdq.write_qdq(tiny, tmp_path / "q.onnx", ranges, plan)
+    xs = list(images(6, seed=3))
+    outs = ["c0", "c1", "c2"]
+    ref = conv_means(tiny, outs, xs)
+    before = conv_means(tmp_path / "q.onnx", outs, xs)
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    old = inits_of(q)
+    info = correct_biases(m, q, plan.quantized, xs)
+    onnx.save(q, str(tmp_path / "bc.onnx"))
+    after = conv_means(tmp_path / "bc.onnx", outs, xs)
+    for o in outs:
+        assert np.abs(after[o] - ref[o]).max() < 1e-5, o
+    assert max(np.abs(before[o] - ref[o]).max() for o in ("c1", "c2")) > 1e-3  # there was something to correct
+    new = inits_of(q)
+    changed = {k for k in old if not np.array_equal(old[k], new[k])}
+    assert changed == {"b0", "b1", "b2"} and info["convs"] == 3 and info["skipped_no_bias"] == []
+    assert [n.op_type for n in q.graph.node] == [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+
+
+def test_bias_correction_without_images_is_a_user_error(tiny):
+    from edgebuild.tensorrt.bias_correction import correct_biases
+
+    m = onnx.load(str(tiny))
+    with pytest.raises(EdgebuildError) as e:
+        correct_biases(m, m, ["/model.0/conv/Conv"], [])
+    assert e.value.where == "calibration.bias_correction"
+
+
 def test_calibration_streams_python_memory_does_not_grow_with_images(tiny):
     tensors = qdq.calibration_tensors(onnx.load(str(tiny)))
 

@@ -2,7 +2,8 @@
 
 Calibration streams the calibset manifest one image at a time (edgebuild.data.stream) through the float model
 and estimates every activation's range with edgebuild.calibrators; placement and the QDQ writer are in
-edgebuild.tensorrt.qdq. precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
+edgebuild.tensorrt.qdq; edgebuild.tensorrt.bias_correction then corrects the int8 convs' biases on the first
+calibration.bias_correction images. precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
 """
 from __future__ import annotations
 
@@ -16,17 +17,21 @@ def _applies(cfg) -> bool:
     return cfg.target.backend == "tensorrt"
 
 
-@step("qdq", version=1,
-      config=("calibration.method", "calibration.percentile", "calibration.num_bins", "precision.mode",
+@step("qdq", version=2,
+      config=("calibration.method", "calibration.percentile", "calibration.num_bins",
+              "calibration.bias_correction", "precision.mode",
               "precision.float_layers", "model.imgsz"),
       upstream=("export", "calibset"), applies=_applies,
       artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True)
 def qdq(ctx: StepContext) -> None:
+    from itertools import islice
+
     import onnx
 
     from edgebuild.calibrators import make_calibrator
     from edgebuild.data.stream import iter_calibration, manifest_size
     from edgebuild.tensorrt import calib_cache
+    from edgebuild.tensorrt.bias_correction import correct_biases
     from edgebuild.tensorrt import qdq as q
 
     cfg = ctx.cfg
@@ -53,13 +58,22 @@ def qdq(ctx: StepContext) -> None:
     ctx.log.info("qdq: %d tensors calibrated (%s) on %d images; %d convs quantized, DFL %s float",
                  len(ranges), cfg.calibration.method, seen, len(plan.quantized), plan.dfl)
     written = q.write_qdq(float_onnx, ctx.out / "model_qdq.onnx", ranges, plan)
+    corrected = None
+    if cfg.calibration.bias_correction:
+        qdq_model = onnx.load(str(ctx.out / "model_qdq.onnx"))
+        images = list(islice(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW"),
+                             cfg.calibration.bias_correction))
+        corrected = correct_biases(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images,
+                                   progress=lambda done, n: ctx.progress(done, n, "convs bias-corrected"))
+        onnx.save(qdq_model, str(ctx.out / "model_qdq.onnx"))
+        del qdq_model, images
     calib_cache.write_cache(ctx.out / "calibration.cache", ranges, cfg.calibration.method)
     meta["quantization"] = {
         "backend": "tensorrt", "mode": mode, "explicit": True, "method": cfg.calibration.method,
         "images": seen, "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
         "calibration_cache": {"file": "calibration.cache", "tensors": len(ranges),
                               "header_version": calib_cache.DEFAULT_TRT_VERSION},
-        **plan.summary(), **written,
+        "bias_correction": corrected, **plan.summary(), **written,
         "activation_amax": {t: max(abs(ranges[t][0]), abs(ranges[t][1])) for t in plan.activations},
     }
     (ctx.out / "meta.json").write_text(json.dumps(meta, indent=1))
