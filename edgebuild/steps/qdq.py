@@ -31,8 +31,8 @@ def qdq(ctx: StepContext) -> None:
     from edgebuild.calibrators import make_calibrator
     from edgebuild.data.stream import iter_calibration, manifest_size
     from edgebuild.tensorrt import calib_cache
-    from edgebuild.tensorrt.bias_correction import correct_biases
     from edgebuild.tensorrt import qdq as q
+    from edgebuild.tensorrt.bias_correction import correct_biases
 
     cfg = ctx.cfg
     float_onnx = ctx.inputs["export"] / "model.onnx"
@@ -67,6 +67,8 @@ def qdq(ctx: StepContext) -> None:
                                    progress=lambda done, n: ctx.progress(done, n, "convs bias-corrected"))
         onnx.save(qdq_model, str(ctx.out / "model_qdq.onnx"))
         del qdq_model, images
+        ctx.log.info("qdq: bias correction of %d int8 convs on %d images; largest channel shifts %s",
+                     corrected["convs"], corrected["images"], corrected["largest_shift"])
     calib_cache.write_cache(ctx.out / "calibration.cache", ranges, cfg.calibration.method)
     meta["quantization"] = {
         "backend": "tensorrt", "mode": mode, "explicit": True, "method": cfg.calibration.method,
