@@ -25,7 +25,7 @@ CASES = [
 
 @pytest.mark.parametrize("args,where,phrases", CASES, ids=[c[1] + ":" + c[2][0][:20] for c in CASES])
 def test_bad_config_gives_one_clear_error(args, where, phrases, tmp_path):
-    proc = run(*args, "build.plan=true", cache=tmp_path / "cache")
+    proc = run(*args, "build.plan=true", cwd=tmp_path, cache=tmp_path / "cache")  # run dirs land in tmp_path
     assert proc.returncode == 2, proc.stderr
     msg = error_paragraph(proc)
     assert msg.startswith(f"error: {where}:"), msg
