@@ -42,6 +42,8 @@ def check(argv: list[str]) -> None:
     from hydra.errors import HydraException
 
     args = override_args(argv)
+    output_key = "hydra.sweep.dir" if {"-m", "--multirun"} & set(argv) else "hydra.run.dir"
+    builds = not {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--version"} & set(argv)
     try:
         overrides = OverridesParser.create().parse_overrides(args)
     except HydraException as e:
@@ -51,6 +53,7 @@ def check(argv: list[str]) -> None:
         key = o.key_or_group
         if key in ("hydra.run.dir", "hydra.sweep.dir") and not o.is_sweep_override() and not o.is_delete():
             check_output_dir(key, str(o.value()))
+            builds = builds and key != output_key  # checked here
         if "_target_" in key:
             raise EdgebuildError(key, "recipes and overrides may not name Python objects to instantiate (_target_).",
                                  "remove the _target_ override; edgebuild only builds the steps it ships.")
@@ -67,6 +70,8 @@ def check(argv: list[str]) -> None:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             raise EdgebuildError(key, "unknown key.", f"use one of the keys of {parent or 'the top level'}: "
                                  f"{', '.join(allowed_keys(parent)) or '(none)'}; print them with `edgebuild --cfg job`.")
+    if builds:  # the default run/sweep dir is outputs/... under the current directory
+        check_output_dir(output_key, "outputs/")
 
 
 def check_output_dir(key: str, value: str) -> None:

@@ -74,3 +74,15 @@ def test_hydra_info_shows_both_recipe_dirs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"edgebuild-recipes://{tmp_path / 'recipes'}" in proc.stdout
     assert f"edgebuild-recipes://{ROOT / 'recipes'}" in proc.stdout
+
+
+def test_default_outputs_dir_that_cannot_be_created_is_one_paragraph(tmp_path):
+    """No hydra.run.dir given: the default outputs/ under the current directory is checked before Hydra makes it."""
+    (tmp_path / "outputs").write_text("a file where the run dir should go")
+    proc = run("+recipe=demo", "build.plan=true", cwd=tmp_path, cache=tmp_path / "cache")
+    assert proc.returncode == 2
+    msg = error_paragraph(proc)
+    assert msg.startswith("error: hydra.run.dir:") and "regular file" in msg and "Fix:" in msg
+    sweep = run("+recipe=demo", "build.plan=true", "-m", cwd=tmp_path, cache=tmp_path / "cache")
+    assert sweep.returncode == 2 and error_paragraph(sweep).startswith("error: hydra.sweep.dir:")
+    assert run("+recipe=demo", "--cfg", "job", cwd=tmp_path).returncode == 0  # nothing is written: no check
