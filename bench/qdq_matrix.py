@@ -200,8 +200,8 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=[], help="with --sensitivity: node names / patterns to try "
                     "(default: every quantized conv)")
     ap.add_argument("--held", type=int, default=64)
-    ap.add_argument("--bias-correction", type=int, default=64, help="matrix rows: bias-correct the int8 convs on the "
-                    "first N calibration images, as the qdq step does (0 = off)")
+    ap.add_argument("--bias-correction", type=int, default=0, help="matrix rows: bias-correct the int8 convs on the "
+                    "first N calibration images, as the qdq step does (0 = off; entropy.yaml uses 64)")
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="qdq_matrix_")))
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()

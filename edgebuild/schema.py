@@ -71,7 +71,8 @@ class CalibrationConfig:
     percentile: float = doc("percentile method: the percentile of |x| kept, e.g. 99.99.", 99.99)
     num_bins: int = doc("entropy/percentile: histogram bins.", 2048)
     bias_correction: int = doc("TensorRT QDQ only: empirical bias correction of every int8 conv on the first N "
-                               "calibration images (0 = off). The tflite step does not use it.", 64)
+                               "calibration images (0 = off; entropy.yaml sets 64). The tflite step does not use it.",
+                               0)
 
 
 @dataclass

@@ -174,6 +174,40 @@ def test_bias_correction_removes_the_int8_mean_shift_sequentially(tiny, tmp_path
     assert [n.op_type for n in q.graph.node] == [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
 
 
+def test_qdq_step_applies_bias_correction_only_when_asked(tiny, tmp_path):
+    """The qdq step itself (calibset manifest of real image files -> model_qdq.onnx + meta.json)."""
+    import hashlib
+
+    import cv2
+    from omegaconf import OmegaConf
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "model.onnx").write_bytes(tiny.read_bytes())
+    (tmp_path / "export" / "meta.json").write_text("{}")
+    (tmp_path / "calibset").mkdir()
+    items = []
+    for i, x in enumerate(images(5, seed=11)):
+        path = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(path), (x[0].transpose(1, 2, 0) * 255).astype(np.uint8))
+        items.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    (tmp_path / "calibset" / "manifest.json").write_text(json.dumps({"count": 5, "items": items}))
+    inputs = {"export": tmp_path / "export", "calibset": tmp_path / "calibset"}
+    metas, biases = {}, {}
+    for n in (0, 3):
+        cfg = OmegaConf.create({"calibration": {"method": "minmax", "percentile": 99.99, "num_bins": 2048,
+                                                "bias_correction": n},
+                                "precision": {"mode": "int8", "float_layers": []}, "model": {"imgsz": 16}})
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        registry()["qdq"].run(StepContext("qdq", cfg, out, inputs))
+        metas[n] = json.loads((out / "meta.json").read_text())["quantization"]
+        biases[n] = inits_of(onnx.load(str(out / "model_qdq.onnx")))
+    assert metas[0]["bias_correction"] is None
+    assert metas[3]["bias_correction"]["images"] == 3 and metas[3]["bias_correction"]["convs"] == 3
+    assert all(not np.array_equal(biases[0][b], biases[3][b]) for b in ("b0", "b1", "b2"))
+    assert all(np.array_equal(biases[0][k], biases[3][k]) for k in biases[0] if k not in ("b0", "b1", "b2"))
+
+
 def test_bias_correction_without_images_is_a_user_error(tiny):
     from edgebuild.tensorrt.bias_correction import correct_biases
 
