@@ -40,7 +40,8 @@ def _channel_means(model: onnx.ModelProto, outputs: list[str], images: Sequence[
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """A copy of the model whose graph outputs are `names` (types from shape inference)."""
-    infos = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    infos = {v.name: v for v in list(inferred.value_info) + list(inferred.output)}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.output[:]
