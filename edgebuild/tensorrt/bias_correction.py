@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
+import onnx.utils
 
 from edgebuild.errors import EdgebuildError
 
@@ -61,11 +62,11 @@ def correct_biases(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, con
     wanted = set(convs)
     nodes = [n for n in qdq_model.graph.node if n.name in wanted]  # graph order is topological
     float_outputs = {n.name: n.output[0] for n in float_model.graph.node if n.name in wanted}
-    missing = [n.name for n in nodes if n.name not in float_outputs or len(n.input) < 3 or not n.input[2]]
-    nodes = [n for n in nodes if n.name not in missing]
-    reference = dict(zip([n.name for n in nodes], _channel_means(
-        _with_outputs(float_model, [float_outputs[n.name] for n in nodes]), [float_outputs[n.name] for n in nodes],
-        images)))
+    skipped = [n.name for n in nodes if n.name not in float_outputs or len(n.input) < 3 or not n.input[2]]
+    nodes = [n for n in nodes if n.name not in skipped]
+    ref_outputs = [float_outputs[n.name] for n in nodes]
+    ref_means = _channel_means(_with_outputs(float_model, ref_outputs), ref_outputs, images)
+    reference = {n.name: m for n, m in zip(nodes, ref_means)}
     inits = {i.name: i for i in qdq_model.graph.initializer}
     input_names = [i.name for i in qdq_model.graph.input if i.name not in inits]
     shifts = {}
@@ -79,5 +80,5 @@ def correct_biases(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, con
         if progress:
             progress(done, len(nodes))
     worst = sorted(shifts, key=shifts.get, reverse=True)[:5]
-    return {"images": len(images), "convs": len(shifts), "skipped_no_bias": missing,
+    return {"images": len(images), "convs": len(shifts), "skipped_no_bias": skipped,
             "largest_shift": {name: round(shifts[name], 5) for name in worst}}
