@@ -3,9 +3,9 @@
     .venv/bin/python bench/qdq_matrix.py --onnx model.onnx --data ../shared/data/shapes-hard \
         --calib 300 --methods minmax entropy percentile --mixed '/model.22/cv2*'
 
-The ONNX must have the split_ltrb layout (outputs `boxes` [1,N,4] raw DFL distances in grid units and
-`scores` [1,N,C]); `--from-pt weights.pt` makes one from an Ultralytics checkpoint when the export step is absent.
-Box mAP50-95 is COCO protocol (edgebuild.metrics, faster-coco-eval) on the dataset's val split.
+`--onnx` is the export step's model.onnx (its meta.json beside it), split_ltrb layout; `--from-pt weights.pt` runs
+edgebuild's export on an Ultralytics checkpoint instead. Box mAP50-95 is COCO protocol on the dataset's val split,
+through edgebuild's own runtime and evaluator (the validate step's code), float and QDQ alike.
 Calibration images are the first `--calib` train images in sorted order, or with `--manifest` the images of a
 calibset manifest.json (what `edgebuild +recipe=orin_nano_det` calibrates on), streamed one at a time.
 `--sensitivity` ranks Conv inputs (or `--candidates` patterns) by how much of the all-int8 output error keeping
@@ -23,91 +23,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
-
-import cv2
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _shared import box_metrics, export_checkpoint  # noqa: E402  (bench/ is on sys.path as the script's dir)
+
 from edgebuild.calibrators import make_calibrator  # noqa: E402
-from edgebuild.metrics.coco import category_id, evaluate, ground_truth  # noqa: E402
-from edgebuild.metrics.nms import nms  # noqa: E402
+from edgebuild.data.preprocess import preprocess  # noqa: E402
 from edgebuild.tensorrt import calib_cache, qdq  # noqa: E402
 from edgebuild.tensorrt.bias_correction import correct_biases  # noqa: E402
 
-STRIDES = (8, 16, 32)
-try:  # decided once, so every model in one run sees the same pixels
-    from edgebuild.data.preprocess import preprocess as _PREPROCESS
-except ImportError:
-    _PREPROCESS = None
 
-
-def letterbox(path: str, imgsz: int):
-    """Ultralytics letterbox (centered, gray 114), RGB, [0, 1] float NCHW; edgebuild.data's when it exists."""
-    if _PREPROCESS is not None:
-        batch, info = _PREPROCESS(path, imgsz, "float32", "NCHW")
-        return batch, (info.scale, info.pad_x, info.pad_y)
-    img = cv2.imread(path)
-    h, w = img.shape[:2]
-    r = min(imgsz / h, imgsz / w)
-    nw, nh = round(w * r), round(h * r)
-    px, py = (imgsz - nw) / 2, (imgsz - nh) / 2
-    if (nw, nh) != (w, h):
-        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    top, left = round(py - 0.1), round(px - 0.1)
-    img = cv2.copyMakeBorder(img, top, imgsz - nh - top, left, imgsz - nw - left, cv2.BORDER_CONSTANT,
-                             value=(114, 114, 114))
-    x = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-    return np.ascontiguousarray(x), (r, left, top)
-
-
-def samples(data: Path, split: str):
-    out = []
-    for p in sorted((data / "images" / split).glob("*.jpg")):
-        h, w = cv2.imread(str(p)).shape[:2]
-        boxes, classes = [], []
-        lab = data / "labels" / split / (p.stem + ".txt")
-        for line in lab.read_text().splitlines() if lab.exists() else []:
-            v = [float(x) for x in line.split()]
-            pts = np.asarray(v[1:]).reshape(-1, 2) * (w, h)
-            boxes.append([*pts.min(0), *pts.max(0)])
-            classes.append(int(v[0]))
-        out.append(SimpleNamespace(image_path=p, width=w, height=h, boxes=np.asarray(boxes).reshape(-1, 4),
-                                   classes=classes, polygons=None))
-    return out
-
-
-def anchors(imgsz: int):
-    pts, strides = [], []
-    for s in STRIDES:
-        g = imgsz // s
-        ys, xs = np.meshgrid(np.arange(g) + 0.5, np.arange(g) + 0.5, indexing="ij")
-        pts.append(np.stack([xs.ravel(), ys.ravel()], 1))
-        strides.append(np.full(g * g, s))
-    return np.concatenate(pts).astype(np.float32), np.concatenate(strides).astype(np.float32)[:, None]
-
-
-def evaluate_model(path: Path, vals, gt, imgsz: int) -> dict:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    ap, st = anchors(imgsz)
-    dets = []
-    t0 = time.time()
-    for img_id, s in enumerate(vals, 1):
-        x, (r, px, py) = letterbox(str(s.image_path), imgsz)
-        out = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x})))
-        ltrb, scores = out["boxes"][0], out["scores"][0]
-        xyxy = np.concatenate([ap - ltrb[:, :2], ap + ltrb[:, 2:]], 1) * st
-        d = nms(xyxy, scores, conf=0.001, iou=0.7, max_det=300)
-        b = (d.boxes - [px, py, px, py]) / r
-        for (x1, y1, x2, y2), sc, c in zip(b, d.scores, d.classes):
-            dets.append({"image_id": img_id, "category_id": category_id(c), "score": float(sc),
-                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]})
-    m = evaluate(gt, dets, "bbox")
-    return {"map50_95": m["map50_95"], "map50": m["map50"], "seconds": round(time.time() - t0, 1)}
+def tensor(path: Path, imgsz: int):
+    return preprocess(str(path), imgsz)[0]
 
 
 def calibrate(onnx_path: Path, images: list[Path], method: str, imgsz: int) -> tuple[dict, float]:
@@ -115,31 +43,9 @@ def calibrate(onnx_path: Path, images: list[Path], method: str, imgsz: int) -> t
     tensors = qdq.calibration_tensors(model)
     cal = make_calibrator(method, percentile=99.99, num_bins=2048)
     t0 = time.time()
-    stream = (letterbox(str(p), imgsz)[0] for p in images)
+    stream = (tensor(p, imgsz) for p in images)
     ranges, _ = qdq.collect_ranges(onnx_path, tensors, stream, cal)
     return ranges, time.time() - t0
-
-
-def split_ltrb_from_pt(weights: Path, imgsz: int, out: Path) -> Path:
-    """Ultralytics ONNX export, cut to split_ltrb (raw DFL distances + class scores), for use without the export step."""
-    import onnx
-    import onnx_graphsurgeon as gs
-    from ultralytics import YOLO
-
-    f = Path(YOLO(str(weights)).export(format="onnx", imgsz=imgsz, opset=17, simplify=True))
-    g = gs.import_onnx(onnx.load(str(f)))
-    t = g.tensors()
-    sig = next(k for k in t if k.endswith("/Sigmoid_output_0") and "/model." in k and "act" not in k)
-    dfl = next(k for k in t if k.endswith("dfl/Reshape_1_output_0"))
-    outs = []
-    for src, name in ((dfl, "boxes"), (sig, "scores")):
-        o = gs.Variable(name, dtype=np.float32)
-        g.nodes.append(gs.Node("Transpose", name=f"/out/{name}", attrs={"perm": [0, 2, 1]}, inputs=[t[src]], outputs=[o]))
-        outs.append(o)
-    g.outputs = outs
-    g.cleanup().toposort()
-    onnx.save(gs.export_onnx(g), str(out))
-    return out
 
 
 def sensitivity(onnx_path: Path, ranges: dict, held: list[Path], imgsz: int, candidates: list[str], out: Path) -> list:
@@ -149,7 +55,7 @@ def sensitivity(onnx_path: Path, ranges: dict, held: list[Path], imgsz: int, can
     import onnx
     import onnxruntime as ort
 
-    xs = [letterbox(str(p), imgsz)[0] for p in held]
+    xs = [tensor(p, imgsz) for p in held]
 
     def run(path):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -206,12 +112,22 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = a.onnx or split_ltrb_from_pt(a.from_pt, a.imgsz, a.out / "float.onnx")
+    export_dir = a.onnx.parent if a.onnx else export_checkpoint(a.from_pt, "split_ltrb", a.imgsz, a.out / "export")
+    onnx_path = a.onnx or export_dir / "model.onnx"
+    if not (export_dir / "meta.json").is_file():
+        raise SystemExit(f"{export_dir / 'meta.json'} is missing: --onnx takes the export step's model.onnx "
+                         "(its meta.json beside it describes the outputs), or use --from-pt weights.pt")
+    meta = json.loads((export_dir / "meta.json").read_text())
     import onnx
 
     model = onnx.load(str(onnx_path))
-    vals = samples(a.data, "val")[: a.val or None]
-    gt = ground_truth(vals, [str(i) for i in range(10)])
+    data_yaml, n_val = a.data / "data.yaml", a.val or None
+
+    def score(path: Path) -> dict:
+        t0 = time.time()
+        m = box_metrics(path, meta, data_yaml, a.imgsz, n_val)
+        return {"map50_95": m["map50_95"], "map50": m["map50"], "seconds": round(time.time() - t0, 1)}
+
     if a.manifest:
         calib = [Path(it["path"]) for it in json.loads(a.manifest.read_text())["items"]]
     else:
@@ -229,7 +145,7 @@ def main() -> None:
         if a.json:
             a.json.write_text(json.dumps(result, indent=1))
         return
-    rows = [{"model": "float", **evaluate_model(onnx_path, vals, gt, a.imgsz)}]
+    rows = [{"model": "float", **score(onnx_path)}]
     print(rows[-1], flush=True)
     for method in a.methods:
         ranges, secs = calibrate(onnx_path, calib, method, a.imgsz)
@@ -240,11 +156,11 @@ def main() -> None:
             info = qdq.write_qdq(onnx_path, path, ranges, plan)
             if a.bias_correction:
                 q = onnx.load(str(path))
-                xs = [letterbox(str(p), a.imgsz)[0] for p in calib[: a.bias_correction]]
+                xs = [tensor(p, a.imgsz) for p in calib[: a.bias_correction]]
                 correct_biases(model, q, plan.quantized, xs)
                 onnx.save(q, str(path))
             calib_cache.write_cache(a.out / f"{method}.cache", ranges, method)
-            r = evaluate_model(path, vals, gt, a.imgsz)
+            r = score(path)
             rows.append({"model": f"{method} {mode}", **r, "drop_pt": round(100 * (r["map50_95"] - rows[0]["map50_95"]), 2),
                          "calib_s": round(secs, 1), "q_convs": len(plan.quantized), **info})
             print(rows[-1], flush=True)
@@ -252,8 +168,7 @@ def main() -> None:
     print(f"\n| model | box mAP50-95 | mAP50 | drop (pt) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['map50_95']:.4f} | {r['map50']:.4f} | {r.get('drop_pt', 0):+.2f} |")
-    print(f"preprocessing: {'edgebuild.data.preprocess' if _PREPROCESS else 'bench letterbox'}")
-    print(f"peak RSS {rss:.0f} MB, {len(calib)} calibration images, {len(vals)} val images")
+    print(f"peak RSS {rss:.0f} MB, {len(calib)} calibration images, {n_val or 'all'} val images")
     if a.json:
         a.json.write_text(json.dumps({"rows": rows, "peak_rss_mb": rss}, indent=1))
 

@@ -20,24 +20,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _shared import box_metrics, export_checkpoint  # noqa: E402  (bench/ is on sys.path as the script's dir)
+
 DATA = ROOT.parent / "shared" / "data"
 WEIGHTS = DATA / "weights" / "shapes-hard-yolov8n-det.pt"
 IMGSZ = 320
 
 
 def do_export(layout: str, work: Path) -> None:
-    from edgebuild.digest import file_sha256
-    from edgebuild.export.load import load_checkpoint
-    from edgebuild.export.meta import build_meta, dumps
-    from edgebuild.export.onnx_export import export_onnx
-
-    d = work / layout
-    d.mkdir(parents=True, exist_ok=True)
-    loaded = load_checkpoint(WEIGHTS, "detect", IMGSZ)
-    meta = build_meta(task="detect", layout=layout, imgsz=IMGSZ, names=loaded.names, strides=loaded.strides,
-                      source_name=WEIGHTS.name, source_sha256=file_sha256(WEIGHTS))
-    export_onnx(loaded, layout, IMGSZ, 17, meta, d / "model.onnx")
-    (d / "meta.json").write_text(dumps(meta))
+    export_checkpoint(WEIGHTS, layout, IMGSZ, work / layout)
 
 
 def calibration_files(n: int, seed: int = 0) -> list[Path]:
@@ -49,14 +40,7 @@ def calibration_files(n: int, seed: int = 0) -> list[Path]:
 
 
 def evaluate(path: Path, meta: dict) -> float:
-    from edgebuild.data.yolo import YoloDataset
-    from edgebuild.metrics.evaluate import Settings, evaluate_model
-    from edgebuild.runtime import load_runner
-
-    ds = YoloDataset(DATA / "shapes-hard" / "data.yaml", "error")
-    runner = load_runner(path, meta)
-    m, _ = evaluate_model(runner, meta, ds.samples("val"), ds.names, Settings(imgsz=IMGSZ))
-    return float(m["bbox"]["map50_95"] if "map50_95" in m["bbox"] else m["bbox"]["mAP50-95"])
+    return box_metrics(path, meta, DATA / "shapes-hard" / "data.yaml", IMGSZ)["map50_95"]
 
 
 def do_run(layout: str, work: Path, variants: list[str], n_calib: int) -> None:
