@@ -141,9 +141,9 @@ def test_qdq_model_is_symmetric_int8_per_channel_from_our_ranges(tiny, tmp_path)
 
 
 def conv_means(path: Path, outputs: list[str], xs: list[np.ndarray]) -> dict:
-    from edgebuild.tensorrt.bias_correction import _channel_means, _with_outputs
+    from edgebuild.tensorrt.bias_correction import _channel_means
 
-    return dict(zip(outputs, _channel_means(_with_outputs(onnx.load(str(path)), outputs), outputs, xs)))
+    return dict(zip(outputs, _channel_means(qdq.with_outputs(onnx.load(str(path)), outputs), outputs, xs)))
 
 
 def test_bias_correction_removes_the_int8_mean_shift_sequentially(tiny, tmp_path):

@@ -20,6 +20,7 @@ import onnx
 import onnx.utils
 
 from edgebuild.errors import EdgebuildError
+from edgebuild.tensorrt.qdq import with_outputs
 
 
 def _session(model: onnx.ModelProto):
@@ -39,17 +40,6 @@ def _channel_means(model: onnx.ModelProto, outputs: list[str], images: Sequence[
     return [s / len(images) for s in sums]
 
 
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of the model whose graph outputs are `names` (types from shape inference)."""
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    infos = {v.name: v for v in list(inferred.value_info) + list(inferred.output)}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.output[:]
-    out.graph.output.extend(infos[n] for n in names)
-    return out
-
-
 def correct_biases(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: list[str],
                    images: Sequence[np.ndarray], progress: Callable[[int, int], None] | None = None) -> dict:
     """Correct, in place, the biases of the `convs` (node names, any order) of `qdq_model`; returns a summary.
@@ -65,7 +55,9 @@ def correct_biases(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, con
     skipped = [n.name for n in nodes if n.name not in float_outputs or len(n.input) < 3 or not n.input[2]]
     nodes = [n for n in nodes if n.name not in skipped]
     ref_outputs = [float_outputs[n.name] for n in nodes]
-    ref_means = _channel_means(_with_outputs(float_model, ref_outputs), ref_outputs, images)
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(float_model)
+    ref_means = _channel_means(with_outputs(exposed, ref_outputs), ref_outputs, images)
     reference = {n.name: m for n, m in zip(nodes, ref_means)}
     inits = {i.name: i for i in qdq_model.graph.initializer}
     input_names = [i.name for i in qdq_model.graph.input if i.name not in inits]

@@ -132,22 +132,29 @@ def calibration_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """The model (modified in place) with every named intermediate tensor also exposed as a graph output
+    (types from shape inference; graph inputs and names already output are left as they are)."""
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    infos = {v.name: v for v in inferred.value_info}
+    present = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in present and name in infos:
+            model.graph.output.append(infos[name])
+            present.add(name)
+    return model
+
+
 def collect_ranges(model_path: Path, tensors: list[str], images: Iterable[np.ndarray], calibrator,
                    progress: Callable[[int], None] | None = None, threads: int = 0) -> tuple[dict, int]:
     """Stream images through the float model; returns (calibrator ranges {name: (lo, hi)}, images seen)."""
     import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
-    inferred = onnx.shape_inference.infer_shapes(model)
-    infos = {v.name: v for v in inferred.graph.value_info}
-    present = {o.name for o in model.graph.output}
-    for t in tensors:
-        if t not in present and t in infos:
-            model.graph.output.append(infos[t])
+    model = with_outputs(onnx.load(str(model_path)), tensors)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    del model, inferred
+    del model
     wanted = [t for t in tensors if t in {o.name for o in sess.get_outputs()} or t in {i.name for i in sess.get_inputs()}]
     outputs = [o.name for o in sess.get_outputs() if o.name in wanted]
     input_name = sess.get_inputs()[0].name
