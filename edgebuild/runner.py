@@ -86,12 +86,26 @@ def _run_isolated(name: str, ctx: StepContext) -> None:
     foreign = method not in (None, "spawn", "fork", "forkserver")
     if foreign:
         multiprocessing.set_start_method("spawn", force=True)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_sigint)
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pool.submit(_child, payload).result()
+        pool.submit(_child, payload).result()
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; only this process handles it
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if foreign:
             multiprocessing.set_start_method(method, force=True)
+
+
+def _ignore_sigint() -> None:
+    """In the step's child: a terminal's Ctrl-C would otherwise land anywhere in the step (TensorFlow prints
+    "Exception ignored ... KeyboardInterrupt" tracebacks from finalizers and carries on); the parent stops it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _child(payload) -> None:
