@@ -12,7 +12,7 @@ calibset manifest.json (what `edgebuild +recipe=orin_nano_det` calibrates on), s
 each one float removes, on `--held` train images outside the calibration set (how conf/precision/mixed_trt.yaml
 was chosen, docs/tensorrt.md).
 The calibration draw matters at this scale: minmax int8 is -1.25 pt on the first 300 sorted images and -1.03 pt
-on the recipe's seeded 300-image draw (both without bias correction, `--bias-correction 0`).
+on the recipe's seeded 300-image draw (both without correction, `--correction none`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from _shared import box_metrics, export_checkpoint  # noqa: E402  (bench/ is on 
 from edgebuild.calibrators import make_calibrator  # noqa: E402
 from edgebuild.data.preprocess import preprocess  # noqa: E402
 from edgebuild.tensorrt import calib_cache, qdq  # noqa: E402
-from edgebuild.tensorrt.bias_correction import correct_biases  # noqa: E402
+from edgebuild.tensorrt.correction import correct  # noqa: E402
 
 
 def tensor(path: Path, imgsz: int):
@@ -106,8 +106,9 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=[], help="with --sensitivity: node names / patterns to try "
                     "(default: every quantized conv)")
     ap.add_argument("--held", type=int, default=64)
-    ap.add_argument("--bias-correction", type=int, default=0, help="matrix rows: bias-correct the int8 convs on the "
-                    "first N calibration images, as the qdq step does (0 = off; entropy.yaml uses 64)")
+    ap.add_argument("--correction", choices=("none", "bias", "weights"), default="none", help="matrix rows: correct "
+                    "the int8 convs after calibration, as the qdq step does (calibration.correction)")
+    ap.add_argument("--correction-images", type=int, default=64, help="first N calibration images for --correction")
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="qdq_matrix_")))
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -154,15 +155,18 @@ def main() -> None:
             plan = qdq.plan_quantization(model, layers)
             path = a.out / f"{method}_{mode}.onnx"
             info = qdq.write_qdq(onnx_path, path, ranges, plan)
-            if a.bias_correction:
+            fix_s = 0.0
+            if a.correction != "none":
                 q = onnx.load(str(path))
-                xs = [tensor(p, a.imgsz) for p in calib[: a.bias_correction]]
-                correct_biases(model, q, plan.quantized, xs)
+                xs = [tensor(p, a.imgsz) for p in calib[: a.correction_images]]
+                t0 = time.time()
+                correct(model, q, plan.quantized, xs, a.correction)
+                fix_s = time.time() - t0
                 onnx.save(q, str(path))
             calib_cache.write_cache(a.out / f"{method}.cache", ranges, method)
             r = score(path)
             rows.append({"model": f"{method} {mode}", **r, "drop_pt": round(100 * (r["map50_95"] - rows[0]["map50_95"]), 2),
-                         "calib_s": round(secs, 1), "q_convs": len(plan.quantized), **info})
+                         "calib_s": round(secs, 1), "correction_s": round(fix_s, 1), "q_convs": len(plan.quantized), **info})
             print(rows[-1], flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n| model | box mAP50-95 | mAP50 | drop (pt) |\n|---|---|---|---|")

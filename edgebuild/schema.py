@@ -70,9 +70,11 @@ class CalibrationConfig:
     stratified: bool = doc("Sample evenly across classes.", False)
     percentile: float = doc("percentile method: the percentile of |x| kept, e.g. 99.99.", 99.99)
     num_bins: int = doc("entropy/percentile: histogram bins.", 2048)
-    bias_correction: int = doc("TensorRT QDQ only: empirical bias correction of every int8 conv on the first N "
-                               "calibration images (0 = off; entropy.yaml sets 64). The tflite step does not use it.",
-                               0)
+    correction: str = doc("TensorRT QDQ only: after calibration, correct every int8 conv in turn on the first "
+                          "correction_images calibration images: none, bias (per-channel output mean) or weights "
+                          "(least-squares re-fit of weights and bias, re-quantized). The tflite step does not use it.",
+                          "none", ("none", "bias", "weights"))
+    correction_images: int = doc("Calibration images for calibration.correction (>= 1).", 64)
 
 
 @dataclass
@@ -206,9 +208,9 @@ def _check_semantics(cfg: DictConfig) -> None:
                              "set one and null the other, e.g. `calibration.fraction=null`.")
     if cal.count is not None and cal.count < 1:
         raise EdgebuildError("calibration.count", f"must be at least 1, got {cal.count}.", "use a positive count.")
-    if cal.bias_correction < 0:
-        raise EdgebuildError("calibration.bias_correction", f"must be 0 (off) or a number of images, got "
-                             f"{cal.bias_correction}.", "use e.g. calibration.bias_correction=64.")
+    if cal.correction_images < 1:
+        raise EdgebuildError("calibration.correction_images", f"must be at least 1, got {cal.correction_images}.",
+                             "use e.g. calibration.correction_images=64 (calibration.correction=none turns it off).")
     if cal.fraction is not None and not 0 < cal.fraction <= 1:
         raise EdgebuildError("calibration.fraction", f"must be in (0, 1], got {cal.fraction}.",
                              "use e.g. calibration.fraction=0.25.")

@@ -141,28 +141,37 @@ def test_qdq_model_is_symmetric_int8_per_channel_from_our_ranges(tiny, tmp_path)
 
 
 def conv_means(path: Path, outputs: list[str], xs: list[np.ndarray]) -> dict:
-    from edgebuild.tensorrt.bias_correction import _channel_means
+    import onnxruntime as ort
 
-    return dict(zip(outputs, _channel_means(qdq.with_outputs(onnx.load(str(path)), outputs), outputs, xs)))
+    model = qdq.with_outputs(onnx.load(str(path)), outputs)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = [sess.run(outputs, {"images": x}) for x in xs]
+    return {o: np.mean([v[i].mean(axis=(0, 2, 3)) for v in values], axis=0) for i, o in enumerate(outputs)}
+
+
+def clipped_qdq(tiny: Path, out: Path) -> list[str]:
+    """QDQ of the tiny model with the head's input range halved (real clipping to correct); returns the int8 convs."""
+    m = onnx.load(str(tiny))
+    plan = qdq.plan_quantization(m)
+    ranges, _ = qdq.collect_ranges(tiny, qdq.calibration_tensors(m), images(8), make_calibrator("minmax"))
+    ranges["a0"] = (ranges["a0"][0], ranges["a0"][1] * 0.5)
+    qdq.write_qdq(tiny, out, ranges, plan)
+    return plan.quantized
 
 
 def test_bias_correction_removes_the_int8_mean_shift_sequentially(tiny, tmp_path):
     """After correction every int8 conv's per-channel output mean equals float's on the correction images (the
     downstream convs too, which only holds if upstream corrections were applied first); only biases change."""
-    from edgebuild.tensorrt.bias_correction import correct_biases
+    from edgebuild.tensorrt.correction import correct
 
-    m = onnx.load(str(tiny))
-    plan = qdq.plan_quantization(m)
-    ranges, _ = qdq.collect_ranges(tiny, qdq.calibration_tensors(m), images(8), make_calibrator("minmax"))
-    ranges["a0"] = (ranges["a0"][0], ranges["a0"][1] * 0.5)  # clip the head's input: a real mean shift downstream
-    qdq.write_qdq(tiny, tmp_path / "q.onnx", ranges, plan)
+    convs = clipped_qdq(tiny, tmp_path / "q.onnx")
     xs = list(images(6, seed=3))
     outs = ["c0", "c1", "c2"]
     ref = conv_means(tiny, outs, xs)
     before = conv_means(tmp_path / "q.onnx", outs, xs)
     q = onnx.load(str(tmp_path / "q.onnx"))
     old = inits_of(q)
-    info = correct_biases(m, q, plan.quantized, xs)
+    info = correct(onnx.load(str(tiny)), q, convs, xs, "bias")
     onnx.save(q, str(tmp_path / "bc.onnx"))
     after = conv_means(tmp_path / "bc.onnx", outs, xs)
     for o in outs:
@@ -170,11 +179,43 @@ def test_bias_correction_removes_the_int8_mean_shift_sequentially(tiny, tmp_path
     assert max(np.abs(before[o] - ref[o]).max() for o in ("c1", "c2")) > 1e-3  # there was something to correct
     new = inits_of(q)
     changed = {k for k in old if not np.array_equal(old[k], new[k])}
-    assert changed == {"b0", "b1", "b2"} and info["convs"] == 3 and info["skipped_no_bias"] == []
+    assert changed == {"b0", "b1", "b2"} and info["convs"] == 3 and info["skipped"] == []
     assert [n.op_type for n in q.graph.node] == [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
 
 
-def test_qdq_step_applies_bias_correction_only_when_asked(tiny, tmp_path):
+def test_weight_correction_refits_int8_weights_and_generalizes(tiny, tmp_path):
+    """kind=weights re-fits each int8 conv's weights + bias to the float output from the quantized input: the
+    outputs' error vs float drops on images it never saw (more than bias correction's), only the int8 convs'
+    weights, weight scales and biases change, and the model is still symmetric int8 for TensorRT."""
+    from edgebuild.tensorrt.correction import correct
+
+    convs = clipped_qdq(tiny, tmp_path / "q.onnx")
+    fit, held = list(images(32, seed=3)), list(images(8, seed=5))
+
+    def error(path):
+        return sum(float(np.mean((run(path, x)["scores"] - run(tiny, x)["scores"]) ** 2)) for x in held)
+
+    errors = {"none": error(tmp_path / "q.onnx")}
+    for kind in ("bias", "weights"):
+        q = onnx.load(str(tmp_path / "q.onnx"))
+        old = inits_of(q)
+        info = correct(onnx.load(str(tiny)), q, convs, fit, kind)
+        onnx.save(q, str(tmp_path / f"{kind}.onnx"))
+        errors[kind] = error(tmp_path / f"{kind}.onnx")
+        new = inits_of(q)
+        changed = {k for k in old if not np.array_equal(old[k], new[k])}
+    assert errors["weights"] < errors["bias"] < errors["none"], errors
+    assert info == {"kind": "weights", "images": 32, "convs": 3, "skipped": [], "largest_bias_change": info[
+        "largest_bias_change"]} and len(info["largest_bias_change"]) == 3
+    assert {k for k in changed if not k.startswith("b")} == {"w0_quantized", "w0_scale", "w1_quantized", "w1_scale",
+                                                             "w2_quantized", "w2_scale"}
+    assert changed >= {"b0", "b1", "b2"} and "dfl_w" not in changed
+    assert qdq.check_qdq(q) == {"quantize_nodes": 2, "dequantize_nodes": 5}
+    w = new["w1_quantized"]
+    assert w.dtype == np.int8 and np.abs(w).max() == 127  # re-quantized per channel: full int8 range
+
+
+def test_qdq_step_applies_the_correction_only_when_asked(tiny, tmp_path):
     """The qdq step itself (calibset manifest of real image files -> model_qdq.onnx + meta.json)."""
     import hashlib
 
@@ -192,29 +233,32 @@ def test_qdq_step_applies_bias_correction_only_when_asked(tiny, tmp_path):
         items.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
     (tmp_path / "calibset" / "manifest.json").write_text(json.dumps({"count": 5, "items": items}))
     inputs = {"export": tmp_path / "export", "calibset": tmp_path / "calibset"}
-    metas, biases = {}, {}
-    for n in (0, 3):
+    metas, inits = {}, {}
+    for kind in ("none", "bias", "weights"):
         cfg = OmegaConf.create({"calibration": {"method": "minmax", "percentile": 99.99, "num_bins": 2048,
-                                                "bias_correction": n},
+                                                "correction": kind, "correction_images": 3},
                                 "precision": {"mode": "int8", "float_layers": []}, "model": {"imgsz": 16}})
-        out = tmp_path / f"out{n}"
+        out = tmp_path / kind
         out.mkdir()
         registry()["qdq"].run(StepContext("qdq", cfg, out, inputs))
-        metas[n] = json.loads((out / "meta.json").read_text())["quantization"]
-        biases[n] = inits_of(onnx.load(str(out / "model_qdq.onnx")))
-    assert metas[0]["bias_correction"] is None
-    assert metas[3]["bias_correction"]["images"] == 3 and metas[3]["bias_correction"]["convs"] == 3
-    assert all(not np.array_equal(biases[0][b], biases[3][b]) for b in ("b0", "b1", "b2"))
-    assert all(np.array_equal(biases[0][k], biases[3][k]) for k in biases[0] if k not in ("b0", "b1", "b2"))
+        metas[kind] = json.loads((out / "meta.json").read_text())["quantization"]
+        inits[kind] = inits_of(onnx.load(str(out / "model_qdq.onnx")))
+    assert metas["none"]["correction"] is None
+    for kind in ("bias", "weights"):
+        assert metas[kind]["correction"]["kind"] == kind
+        assert metas[kind]["correction"]["images"] == 3 and metas[kind]["correction"]["convs"] == 3
+        assert all(not np.array_equal(inits["none"][b], inits[kind][b]) for b in ("b0", "b1", "b2"))
+    assert all(np.array_equal(inits["none"][k], inits["bias"][k]) for k in inits["none"] if k not in ("b0", "b1", "b2"))
+    assert not np.array_equal(inits["none"]["w0_quantized"], inits["weights"]["w0_quantized"])
 
 
-def test_bias_correction_without_images_is_a_user_error(tiny):
-    from edgebuild.tensorrt.bias_correction import correct_biases
+def test_correction_without_images_is_a_user_error(tiny):
+    from edgebuild.tensorrt.correction import correct
 
     m = onnx.load(str(tiny))
     with pytest.raises(EdgebuildError) as e:
-        correct_biases(m, m, ["/model.0/conv/Conv"], [])
-    assert e.value.where == "calibration.bias_correction"
+        correct(m, m, ["/model.0/conv/Conv"], [], "weights")
+    assert e.value.where == "calibration.correction_images"
 
 
 def test_calibration_streams_python_memory_does_not_grow_with_images(tiny):

@@ -40,7 +40,7 @@ def mixed_precision(meta: dict | None, float_layers=()) -> dict:
     ops = meta.get("float_ops", q.get("float_nodes"))  # tflite: meta["float_ops"]; qdq: quantization.float_nodes
     return {"mode": q.get("mode"), "float_layers": list(float_layers or []),
             "float_ops": ops if ops is not None else [],   # a list of ops, or "all" (fp16)
-            "bias_correction": q.get("bias_correction")}   # qdq: {images, convs, largest_shift} or None
+            "correction": q.get("correction")}   # qdq: {kind, images, convs, ...} or None
 
 
 def build_report(config: dict, float_metrics: dict, quant_metrics: dict, max_map_drop: float,

@@ -91,9 +91,10 @@ def _mixed(r: dict) -> str:
         return f"<h2>Mixed precision</h2><p>mode: {_e(mp.get('mode'))}; ops in float: {_e(ops)}</p>"
     items = "".join(f"<li><code>{_e(o if isinstance(o, str) else json.dumps(o))}</code></li>" for o in ops)
     body = f"<ul>{items}</ul>" if ops else '<p class="muted">No ops kept in float.</p>'
-    bc = mp.get("bias_correction")
-    if bc:
-        body += f"<p>Bias correction: {_e(bc['convs'])} int8 conv biases corrected on {_e(bc['images'])} images.</p>"
+    fix = mp.get("correction")
+    if fix:
+        body += (f"<p>Correction ({_e(fix['kind'])}): {_e(fix['convs'])} int8 convs corrected on "
+                 f"{_e(fix['images'])} calibration images.</p>")
     return f"<h2>Mixed precision</h2><p>mode: {_e(mp.get('mode'))}; float_layers: {_e(mp.get('float_layers'))}</p>{body}"
 
 

@@ -2,8 +2,8 @@
 
 Calibration streams the calibset manifest one image at a time (edgebuild.data.stream) through the float model
 and estimates every activation's range with edgebuild.calibrators; placement and the QDQ writer are in
-edgebuild.tensorrt.qdq; edgebuild.tensorrt.bias_correction then corrects the int8 convs' biases on the first
-calibration.bias_correction images. precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
+edgebuild.tensorrt.qdq; edgebuild.tensorrt.correction then corrects the int8 convs (calibration.correction: bias
+or weights) on the first calibration.correction_images images. precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ def _applies(cfg) -> bool:
     return cfg.target.backend == "tensorrt"
 
 
-@step("qdq", version=2,
+@step("qdq", version=3,
       config=("calibration.method", "calibration.percentile", "calibration.num_bins",
-              "calibration.bias_correction", "precision.mode",
+              "calibration.correction", "calibration.correction_images", "precision.mode",
               "precision.float_layers", "model.imgsz"),
       upstream=("export", "calibset"), applies=_applies,
       artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True)
@@ -32,7 +32,7 @@ def qdq(ctx: StepContext) -> None:
     from edgebuild.data.stream import iter_calibration, manifest_size
     from edgebuild.tensorrt import calib_cache
     from edgebuild.tensorrt import qdq as q
-    from edgebuild.tensorrt.bias_correction import correct_biases
+    from edgebuild.tensorrt.correction import correct
 
     cfg = ctx.cfg
     float_onnx = ctx.inputs["export"] / "model.onnx"
@@ -59,23 +59,24 @@ def qdq(ctx: StepContext) -> None:
                  len(ranges), cfg.calibration.method, seen, len(plan.quantized), plan.dfl)
     written = q.write_qdq(float_onnx, ctx.out / "model_qdq.onnx", ranges, plan)
     corrected = None
-    if cfg.calibration.bias_correction:
+    kind = cfg.calibration.correction
+    if kind != "none":
         qdq_model = onnx.load(str(ctx.out / "model_qdq.onnx"))
         images = list(islice(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW"),
-                             cfg.calibration.bias_correction))
-        corrected = correct_biases(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images,
-                                   progress=lambda done, n: ctx.progress(done, n, "convs bias-corrected"))
+                             cfg.calibration.correction_images))
+        corrected = correct(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images, kind,
+                            progress=lambda done, n: ctx.progress(done, n, f"convs corrected ({kind})"))
         onnx.save(qdq_model, str(ctx.out / "model_qdq.onnx"))
         del qdq_model, images
-        ctx.log.info("qdq: bias correction of %d int8 convs on %d images; largest channel shifts %s",
-                     corrected["convs"], corrected["images"], corrected["largest_shift"])
+        ctx.log.info("qdq: %s correction of %d int8 convs on %d images; largest bias changes %s",
+                     kind, corrected["convs"], corrected["images"], corrected["largest_bias_change"])
     calib_cache.write_cache(ctx.out / "calibration.cache", ranges, cfg.calibration.method)
     meta["quantization"] = {
         "backend": "tensorrt", "mode": mode, "explicit": True, "method": cfg.calibration.method,
         "images": seen, "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
         "calibration_cache": {"file": "calibration.cache", "tensors": len(ranges),
                               "header_version": calib_cache.DEFAULT_TRT_VERSION},
-        "bias_correction": corrected, **plan.summary(), **written,
+        "correction": corrected, **plan.summary(), **written,
         "activation_amax": {t: max(abs(ranges[t][0]), abs(ranges[t][1])) for t in plan.activations},
     }
     (ctx.out / "meta.json").write_text(json.dumps(meta, indent=1))
