@@ -37,7 +37,9 @@ RIDGE = 0.01  # lam relative to the mean diagonal of X~ X~^T (0.001 / 0.01 / 0.1
 def _session(model: onnx.ModelProto):
     import onnxruntime as ort
 
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads would starve numpy
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _im2col(x: np.ndarray, kernel: tuple[int, int], attrs: dict) -> np.ndarray:
@@ -68,15 +70,15 @@ class _Conv:
         return a.get("group", 1) == 1 and list(a.get("dilations", [1, 1])) == [1, 1] and len(self.shape) == 4
 
     def add(self, xq: np.ndarray, y: np.ndarray, full: bool) -> None:
-        cols = _im2col(xq, self.shape[2:], self.attrs).astype(np.float64)
-        cols = np.vstack([cols, np.ones((1, cols.shape[1]))])
-        y = y.reshape(self.shape[0], -1).astype(np.float64)
-        if full:
+        cols = _im2col(xq, self.shape[2:], self.attrs)
+        cols = np.vstack([cols, np.ones((1, cols.shape[1]), np.float32)])
+        y = y.reshape(self.shape[0], -1)
+        if full:  # float32 products for one image (sgemm), float64 sums across images
             self.xx += cols @ cols.T
             self.yx += y @ cols.T
         else:  # bias only needs the sums: the last column of each
-            self.xx[:, -1] += cols.sum(axis=1)
-            self.yx[:, -1] += y.sum(axis=1)
+            self.xx[:, -1] += cols.sum(axis=1, dtype=np.float64)
+            self.yx[:, -1] += y.sum(axis=1, dtype=np.float64)
 
     def current(self) -> np.ndarray:
         """[dequantized int8 weights | float bias] as the QDQ model holds them now."""
