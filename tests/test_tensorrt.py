@@ -205,8 +205,7 @@ def test_weight_correction_refits_int8_weights_and_generalizes(tiny, tmp_path):
         new = inits_of(q)
         changed = {k for k in old if not np.array_equal(old[k], new[k])}
     assert errors["weights"] < errors["bias"] < errors["none"], errors
-    assert info == {"kind": "weights", "images": 32, "convs": 3, "skipped": [], "largest_bias_change": info[
-        "largest_bias_change"]} and len(info["largest_bias_change"]) == 3
+    assert (info["kind"], info["images"], info["convs"], info["skipped"]) == ("weights", 32, 3, [])
     assert {k for k in changed if not k.startswith("b")} == {"w0_quantized", "w0_scale", "w1_quantized", "w1_scale",
                                                              "w2_quantized", "w2_scale"}
     assert changed >= {"b0", "b1", "b2"} and "dfl_w" not in changed
@@ -453,3 +452,25 @@ def test_qdq_on_shapes_hard_yolov8n(shared_data, tmp_path):
     confident = fs > 0.5
     assert confident.sum() >= 3 and (qs[confident] > 0.25).mean() >= 0.9
     assert np.corrcoef(fo[:4].ravel(), qo[:4].ravel())[0, 1] > 0.999  # pixel boxes
+
+
+@pytest.mark.slow
+def test_orin_nano_recipe_minmax_int8_is_within_one_point_of_float(shared_data, tmp_path):
+    """The issue's acceptance through the real CLI: `edgebuild +recipe=orin_nano_det calibration=minmax` (all 63
+    convs int8, minmax ranges, weight correction = minmax's default) -> QDQ ONNX whose box mAP50-95 in onnxruntime
+    is within the recipe's 1.0-pt gate of the float ONNX's, both scored by the same evaluator on all 400 val images."""
+    from tests.cli import run
+
+    out = tmp_path / "run"
+    proc = run("+recipe=orin_nano_det", "calibration=minmax", f"hydra.run.dir={out}", cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    f, q = report["float"]["bbox"], report["quantized"]["bbox"]
+    assert f["map50_95"] > 0.7 and q["map50_95"] > 0.7, "float and INT8 both detect the shapes"
+    assert report["gate"]["passed"] and report["gate"]["max_map_drop"] == 1.0, report["gate"]
+    assert report["quantized"]["artifact"]["file"] == "model_qdq.onnx", report["quantized"]["artifact"]
+    fix = report["mixed_precision"]["correction"]
+    assert fix["kind"] == "weights" and fix["convs"] == 63 and fix["images"] == 64 and fix["skipped"] == []
+    meta = json.loads((out / "artifacts" / "meta.json").read_text())["quantization"]
+    assert meta["method"] == "minmax" and meta["quantized_convs"] == 63 and meta["dfl_float"]
+    assert (out / "artifacts" / "calibration.cache").is_file() and (out / "artifacts" / "build_engine.sh").is_file()

@@ -17,7 +17,7 @@ def _applies(cfg) -> bool:
     return cfg.target.backend == "tensorrt"
 
 
-@step("qdq", version=3,
+@step("qdq", version=4,
       config=("calibration.method", "calibration.percentile", "calibration.num_bins",
               "calibration.correction", "calibration.correction_images", "precision.mode",
               "precision.float_layers", "model.imgsz"),

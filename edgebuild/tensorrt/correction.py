@@ -67,7 +67,8 @@ class _Conv:
 
     def supported(self) -> bool:
         a = self.attrs
-        return a.get("group", 1) == 1 and list(a.get("dilations", [1, 1])) == [1, 1] and len(self.shape) == 4
+        return (len(self.shape) == 4 and a.get("group", 1) == 1 and list(a.get("dilations", [1, 1])) == [1, 1]
+                and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))  # explicit pads, as torch exports
 
     def add(self, xq: np.ndarray, y: np.ndarray, full: bool) -> None:
         cols = _im2col(xq, self.shape[2:], self.attrs)
