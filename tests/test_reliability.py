@@ -50,10 +50,12 @@ def steps_of(run_dir: Path) -> dict[str, bool]:
 
 
 def popen(*args: str, cache: Path, cwd: Path = ROOT) -> tuple[subprocess.Popen, list[str]]:
-    """Start edgebuild in its own process group; a thread collects its merged output lines."""
+    """Start edgebuild in its own process group, with a terminal's default Ctrl-C (a background shell starts its
+    jobs with SIGINT ignored, and pytest may run under one); a thread collects its merged output lines."""
     env = dict(os.environ, YOLO_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2", EDGEBUILD_CACHE=str(cache))
     proc = subprocess.Popen([str(EDGEBUILD), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
     return proc, lines
