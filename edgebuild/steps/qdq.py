@@ -3,7 +3,8 @@
 Calibration streams the calibset manifest one image at a time (edgebuild.data.stream) through the float model
 and estimates every activation's range with edgebuild.calibrators; placement and the QDQ writer are in
 edgebuild.tensorrt.qdq; edgebuild.tensorrt.correction then corrects the int8 convs (calibration.correction: bias
-or weights) on the first calibration.correction_images images. precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
+or weights) on the first calibration.correction_images images. precision.mode=fp16 skips calibration:
+model_qdq.onnx is then the float model.
 """
 from __future__ import annotations
 

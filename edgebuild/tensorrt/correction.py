@@ -61,9 +61,7 @@ class _Conv:
         self.w_q, self.w_scale, self.bias = inits[dq.input[0]], inits[dq.input[1]], inits[node.input[2]]
         w = weights.reshape(self.shape[0], -1).astype(np.float64)
         self.float_w = np.hstack([w, onnx.numpy_helper.to_array(self.bias)[:, None].astype(np.float64)])
-        d = self.float_w.shape[1]
-        self.xx = np.zeros((d, d))                # sum X~a X~a^T (X~a = X~ with a row of ones)
-        self.yx = np.zeros((self.shape[0], d))    # sum Y X~a^T
+        self.xx = self.yx = None  # sum X~a X~a^T and sum Y X~a^T (X~a = X~ with a row of ones), while measured
 
     def supported(self) -> bool:
         a = self.attrs
@@ -74,6 +72,9 @@ class _Conv:
         cols = _im2col(xq, self.shape[2:], self.attrs)
         cols = np.vstack([cols, np.ones((1, cols.shape[1]), np.float32)])
         y = y.reshape(self.shape[0], -1)
+        if self.xx is None:
+            d = self.float_w.shape[1]
+            self.xx, self.yx = np.zeros((d, d)), np.zeros((self.shape[0], d))
         if full:  # float32 products for one image (sgemm), float64 sums across images
             self.xx += cols @ cols.T
             self.yx += y @ cols.T
@@ -104,6 +105,7 @@ class _Conv:
             self.w_q.CopyFrom(onnx.numpy_helper.from_array(q.astype(np.int8).reshape(self.shape), self.w_q.name))
             self.w_scale.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32), self.w_scale.name))
         self.bias.CopyFrom(onnx.numpy_helper.from_array(new[:, -1].astype(np.float32), self.bias.name))
+        self.xx = self.yx = None
         return float(np.abs(new[:, -1] - old[:, -1]).max())
 
 
@@ -134,9 +136,9 @@ def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: lis
     producers = {o: n for n in qdq_model.graph.node for o in n.output}
     float_nodes = {n.name: n for n in float_model.graph.node}
     float_inits = {i.name: i for i in float_model.graph.initializer}
-    todo, skipped = {}, []
+    todo, skipped, wanted = {}, [], set(convs)
     for n in qdq_model.graph.node:
-        if n.name not in convs:
+        if n.name not in wanted:
             continue
         f = float_nodes.get(n.name)
         if f is None or len(n.input) < 3 or not n.input[2] or n.input[1] not in producers:
