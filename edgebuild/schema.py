@@ -71,10 +71,12 @@ class CalibrationConfig:
     percentile: float = doc("percentile method: the percentile of |x| kept, e.g. 99.99.", 99.99)
     num_bins: int = doc("entropy/percentile: histogram bins.", 2048)
     correction: str = doc("TensorRT QDQ only: after calibration, correct every int8 conv in turn on the first "
-                          "correction_images calibration images: none, bias (per-channel output mean) or weights "
-                          "(least-squares re-fit of weights and bias, re-quantized). The tflite step does not use it.",
-                          "none", ("none", "bias", "weights"))
+                          "correction_images calibration images: none, bias (per-channel output mean), weights "
+                          "(least-squares re-fit of weights and bias, re-quantized) or finetune (weights and biases "
+                          "trained against the float model's outputs, activation scales frozen). The tflite step "
+                          "does not use it.", "none", ("none", "bias", "weights", "finetune"))
     correction_images: int = doc("Calibration images for calibration.correction (>= 1).", 64)
+    correction_steps: int = doc("calibration.correction=finetune: training steps of 8 images (>= 1).", 400)
 
 
 @dataclass
@@ -211,6 +213,9 @@ def _check_semantics(cfg: DictConfig) -> None:
     if cal.correction_images < 1:
         raise EdgebuildError("calibration.correction_images", f"must be at least 1, got {cal.correction_images}.",
                              "use e.g. calibration.correction_images=64 (calibration.correction=none turns it off).")
+    if cal.correction_steps < 1:
+        raise EdgebuildError("calibration.correction_steps", f"must be at least 1, got {cal.correction_steps}.",
+                             "use e.g. calibration.correction_steps=400 (calibration.correction=none turns it off).")
     if cal.fraction is not None and not 0 < cal.fraction <= 1:
         raise EdgebuildError("calibration.fraction", f"must be in (0, 1], got {cal.fraction}.",
                              "use e.g. calibration.fraction=0.25.")

@@ -3,7 +3,7 @@
 Calibration streams the calibset manifest one image at a time (edgebuild.data.stream) through the float model
 and estimates every activation's range with edgebuild.calibrators; placement and the QDQ writer are in
 edgebuild.tensorrt.qdq; edgebuild.tensorrt.correction then corrects the int8 convs (calibration.correction: bias
-or weights) on the first calibration.correction_images images. precision.mode=fp16 skips calibration:
+or weights; finetune is edgebuild.tensorrt.finetune) on the first calibration.correction_images images. precision.mode=fp16 skips calibration:
 model_qdq.onnx is then the float model.
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ def _applies(cfg) -> bool:
     return cfg.target.backend == "tensorrt"
 
 
-@step("qdq", version=4,
+@step("qdq", version=5,
       config=("calibration.method", "calibration.percentile", "calibration.num_bins",
-              "calibration.correction", "calibration.correction_images", "precision.mode",
+              "calibration.correction", "calibration.correction_images", "calibration.correction_steps",
+              "precision.mode",
               "precision.float_layers", "model.imgsz"),
       upstream=("export", "calibset"), applies=_applies,
       artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True)
@@ -34,6 +35,7 @@ def qdq(ctx: StepContext) -> None:
     from edgebuild.tensorrt import calib_cache
     from edgebuild.tensorrt import qdq as q
     from edgebuild.tensorrt.correction import correct
+    from edgebuild.tensorrt.finetune import finetune
 
     cfg = ctx.cfg
     float_onnx = ctx.inputs["export"] / "model.onnx"
@@ -65,12 +67,16 @@ def qdq(ctx: StepContext) -> None:
         qdq_model = onnx.load(str(ctx.out / "model_qdq.onnx"))
         images = list(islice(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW"),
                              cfg.calibration.correction_images))
-        corrected = correct(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images, kind,
-                            progress=lambda done, n: ctx.progress(done, n, f"convs corrected ({kind})"))
+        if kind == "finetune":
+            corrected = finetune(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images,
+                                 cfg.calibration.correction_steps,
+                                 progress=lambda done, n: ctx.progress(done, n, "fine-tuning steps"))
+        else:
+            corrected = correct(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images, kind,
+                                progress=lambda done, n: ctx.progress(done, n, f"convs corrected ({kind})"))
         onnx.save(qdq_model, str(ctx.out / "model_qdq.onnx"))
         del qdq_model, images
-        ctx.log.info("qdq: %s correction of %d int8 convs on %d images; largest bias changes %s",
-                     kind, corrected["convs"], corrected["images"], corrected["largest_bias_change"])
+        ctx.log.info("qdq: %s correction of %d int8 convs on %d images", kind, corrected["convs"], corrected["images"])
     calib_cache.write_cache(ctx.out / "calibration.cache", ranges, cfg.calibration.method)
     meta["quantization"] = {
         "backend": "tensorrt", "mode": mode, "explicit": True, "method": cfg.calibration.method,

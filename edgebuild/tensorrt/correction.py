@@ -100,13 +100,22 @@ class _Conv:
             lam = RIDGE * np.trace(self.xx[:d, :d]) / d
             reg = lam * np.eye(d + 1)
             new = np.linalg.solve(self.xx + reg, (self.yx + self.float_w @ reg).T).T
-            scale = np.maximum(np.abs(new[:, :d]).max(axis=1), 1e-12) / 127
-            q = np.clip(np.round(new[:, :d] / scale[:, None]), -127, 127)
-            self.w_q.CopyFrom(onnx.numpy_helper.from_array(q.astype(np.int8).reshape(self.shape), self.w_q.name))
-            self.w_scale.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32), self.w_scale.name))
-        self.bias.CopyFrom(onnx.numpy_helper.from_array(new[:, -1].astype(np.float32), self.bias.name))
+        store_int8(self.w_q, self.w_scale, self.bias, new[:, :-1].reshape(self.shape) if kind == "weights" else None,
+                   new[:, -1])
         self.xx = self.yx = None
         return float(np.abs(new[:, -1] - old[:, -1]).max())
+
+
+def store_int8(w_q: onnx.TensorProto, w_scale: onnx.TensorProto, bias: onnx.TensorProto, weights, b) -> None:
+    """Write float `weights` (None: keep the int8 ones) re-quantized per output channel (symmetric int8,
+    scale = max|w| / 127) and the float bias `b` into a QDQ conv's initializers."""
+    if weights is not None:
+        w = np.asarray(weights, np.float64).reshape(weights.shape[0], -1)
+        scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127
+        q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8).reshape(weights.shape)
+        w_q.CopyFrom(onnx.numpy_helper.from_array(q, w_q.name))
+        w_scale.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32), w_scale.name))
+    bias.CopyFrom(onnx.numpy_helper.from_array(np.asarray(b, np.float32), bias.name))
 
 
 def _depths(model: onnx.ModelProto, convs: set[str]) -> dict[str, int]:
