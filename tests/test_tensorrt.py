@@ -305,10 +305,14 @@ def test_finetune_runs_batch_one_exports_in_batches(tmp_path):
 def test_correction_without_images_is_a_user_error(tiny):
     from edgebuild.tensorrt.correction import correct
 
+    from edgebuild.tensorrt.finetune import finetune
+
     m = onnx.load(str(tiny))
-    with pytest.raises(EdgebuildError) as e:
-        correct(m, m, ["/model.0/conv/Conv"], [], "weights")
-    assert e.value.where == "calibration.correction_images"
+    for run_correction in (lambda: correct(m, m, ["/model.0/conv/Conv"], [], "weights"),
+                           lambda: finetune(m, m, ["/model.0/conv/Conv"], [], steps=10)):
+        with pytest.raises(EdgebuildError) as e:
+            run_correction()
+        assert e.value.where == "calibration.correction_images"
 
 
 def test_calibration_streams_python_memory_does_not_grow_with_images(tiny):

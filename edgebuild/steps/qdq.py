@@ -18,7 +18,7 @@ def _applies(cfg) -> bool:
     return cfg.target.backend == "tensorrt"
 
 
-@step("qdq", version=5,
+@step("qdq", version=6,
       config=("calibration.method", "calibration.percentile", "calibration.num_bins",
               "calibration.correction", "calibration.correction_images", "calibration.correction_steps",
               "precision.mode",

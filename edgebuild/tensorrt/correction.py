@@ -18,6 +18,7 @@ above them), so one partial forward pass per depth and image serves every conv o
 
 Only weights, weight scales and float biases change; the graph and the activation scales stay as calibrated, so
 the engine runs the same kernels. The implicit-INT8 path (float ONNX + calibration.cache) cannot carry this.
+The network-level `finetune` kind is edgebuild.tensorrt.finetune (it shares `store_int8` and `require_images`).
 """
 from __future__ import annotations
 
@@ -106,6 +107,12 @@ class _Conv:
         return float(np.abs(new[:, -1] - old[:, -1]).max())
 
 
+def require_images(images: Sequence[np.ndarray]) -> None:
+    if not images:
+        raise EdgebuildError("calibration.correction_images", "no calibration image is left for the correction.",
+                             "set calibration.correction=none, or calibrate on more images.")
+
+
 def store_int8(w_q: onnx.TensorProto, w_scale: onnx.TensorProto, bias: onnx.TensorProto, weights, b) -> None:
     """Write float `weights` (None: keep the int8 ones) re-quantized per output channel (symmetric int8,
     scale = max|w| / 127) and the float bias `b` into a QDQ conv's initializers."""
@@ -136,9 +143,7 @@ def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: lis
     """Correct, in place, the int8 `convs` (node names) of `qdq_model`; returns a summary for meta.json."""
     if kind not in KINDS[1:]:
         raise EdgebuildError("calibration.correction", f"{kind!r} is not a correction.", "use bias or weights.")
-    if not images:
-        raise EdgebuildError("calibration.correction_images", "no calibration image is left for the correction.",
-                             "set calibration.correction=none, or calibrate on more images.")
+    require_images(images)
     qdq_model.CopyFrom(onnx.shape_inference.infer_shapes(qdq_model))  # the extractor needs the tensors' types
     float_model = onnx.shape_inference.infer_shapes(float_model)
     inits = {i.name: i for i in qdq_model.graph.initializer}
