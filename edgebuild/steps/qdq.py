@@ -2,9 +2,9 @@
 
 Calibration streams the calibset manifest one image at a time (edgebuild.data.stream) through the float model
 and estimates every activation's range with edgebuild.calibrators; placement and the QDQ writer are in
-edgebuild.tensorrt.qdq; edgebuild.tensorrt.correction then corrects the int8 convs (calibration.correction: bias
-or weights; finetune is edgebuild.tensorrt.finetune) on the first calibration.correction_images images. precision.mode=fp16 skips calibration:
-model_qdq.onnx is then the float model.
+edgebuild.tensorrt.qdq; the int8 convs are then corrected on the first calibration.correction_images images
+(calibration.correction: bias or weights in edgebuild.tensorrt.correction, finetune in edgebuild.tensorrt.finetune).
+precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
 """
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ def _applies(cfg) -> bool:
 @step("qdq", version=6,
       config=("calibration.method", "calibration.percentile", "calibration.num_bins",
               "calibration.correction", "calibration.correction_images", "calibration.correction_steps",
-              "precision.mode",
-              "precision.float_layers", "model.imgsz"),
+              "precision.mode", "precision.float_layers", "model.imgsz"),
       upstream=("export", "calibset"), applies=_applies,
       artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True)
 def qdq(ctx: StepContext) -> None:

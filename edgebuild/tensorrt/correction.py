@@ -35,7 +35,7 @@ KINDS = ("none", "bias", "weights")
 RIDGE = 0.01  # lam relative to the mean diagonal of X~ X~^T (0.001 / 0.01 / 0.1 measured: docs/tensorrt.md)
 
 
-def _session(model: onnx.ModelProto):
+def session(model: onnx.ModelProto):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -170,8 +170,8 @@ def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: lis
         group = [todo[name] for name in todo if depth[name] == level]
         q_out = list(dict.fromkeys(c.node.input[0] for c, _ in group))
         f_out = [f for _, f in group]
-        q_sess = _session(onnx.utils.Extractor(qdq_model).extract_model(inputs, q_out))
-        f_sess = _session(onnx.utils.Extractor(float_model).extract_model(inputs, f_out))
+        q_sess = session(onnx.utils.Extractor(qdq_model).extract_model(inputs, q_out))
+        f_sess = session(onnx.utils.Extractor(float_model).extract_model(inputs, f_out))
         for image in images:
             xq = dict(zip(q_out, q_sess.run(q_out, {inputs[0]: image})))
             ys = f_sess.run(f_out, {inputs[0]: image})

@@ -80,9 +80,9 @@ def _quantize_conv(conv, act_scale: float) -> None:
 
 def _targets(float_model: onnx.ModelProto, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The float model's outputs in onnxruntime (the reference the validate step scores), stacked per output."""
-    from edgebuild.tensorrt.correction import _session
+    from edgebuild.tensorrt.correction import session
 
-    sess = _session(float_model)
+    sess = session(float_model)
     name = sess.get_inputs()[0].name
     runs = [sess.run(None, {name: x}) for x in images]
     return [np.concatenate([r[k] for r in runs]) for k in range(len(runs[0]))]
@@ -121,8 +121,7 @@ def finetune(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: li
     params = [c.edgebuild_weight for c in torch_convs.values()] + [c.bias for c in torch_convs.values()]
     for p in params:
         p.requires_grad_(True)
-    torch.manual_seed(0)
-    order = torch.Generator().manual_seed(0)
+    order = torch.Generator().manual_seed(0)  # the batches, so a build is reproducible
     opt = torch.optim.Adam(params, lr=LEARNING_RATE)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     variance = [t.var().clamp_min(1e-12) for t in targets]
@@ -146,4 +145,5 @@ def finetune(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: li
                    conv.edgebuild_weight.detach().numpy(), conv.bias.detach().numpy())
     window = max(1, min(50, steps // 4))
     return {"kind": "finetune", "images": len(images), "convs": len(torch_convs), "skipped": skipped, "steps": steps,
-            "loss_first": round(float(np.mean(losses[:window])), 5), "loss_last": round(float(np.mean(losses[-window:])), 5)}
+            "loss_first": round(float(np.mean(losses[:window])), 5),
+            "loss_last": round(float(np.mean(losses[-window:])), 5)}
