@@ -32,6 +32,7 @@ from edgebuild.calibrators import make_calibrator  # noqa: E402
 from edgebuild.data.preprocess import preprocess  # noqa: E402
 from edgebuild.tensorrt import calib_cache, qdq  # noqa: E402
 from edgebuild.tensorrt.correction import correct  # noqa: E402
+from edgebuild.tensorrt.finetune import finetune  # noqa: E402
 
 
 def tensor(path: Path, imgsz: int):
@@ -106,9 +107,10 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=[], help="with --sensitivity: node names / patterns to try "
                     "(default: every quantized conv)")
     ap.add_argument("--held", type=int, default=64)
-    ap.add_argument("--correction", choices=("none", "bias", "weights"), default="none", help="matrix rows: correct "
+    ap.add_argument("--correction", choices=("none", "bias", "weights", "finetune"), default="none", help="matrix rows: correct "
                     "the int8 convs after calibration, as the qdq step does (calibration.correction)")
     ap.add_argument("--correction-images", type=int, default=64, help="first N calibration images for --correction")
+    ap.add_argument("--correction-steps", type=int, default=400, help="training steps for --correction finetune")
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="qdq_matrix_")))
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -160,7 +162,10 @@ def main() -> None:
                 q = onnx.load(str(path))
                 xs = [tensor(p, a.imgsz) for p in calib[: a.correction_images]]
                 t0 = time.time()
-                correct(model, q, plan.quantized, xs, a.correction)
+                if a.correction == "finetune":
+                    finetune(model, q, plan.quantized, xs, a.correction_steps)
+                else:
+                    correct(model, q, plan.quantized, xs, a.correction)
                 fix_s = time.time() - t0
                 onnx.save(q, str(path))
             calib_cache.write_cache(a.out / f"{method}.cache", ranges, method)
