@@ -107,8 +107,9 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=[], help="with --sensitivity: node names / patterns to try "
                     "(default: every quantized conv)")
     ap.add_argument("--held", type=int, default=64)
-    ap.add_argument("--correction", choices=("none", "bias", "weights", "finetune"), default="none", help="matrix rows: correct "
-                    "the int8 convs after calibration, as the qdq step does (calibration.correction)")
+    ap.add_argument("--correction", choices=("none", "bias", "weights", "finetune"), default="none",
+                    help="matrix rows: correct the int8 convs after calibration, as the qdq step does "
+                    "(calibration.correction)")
     ap.add_argument("--correction-images", type=int, default=64, help="first N calibration images for --correction")
     ap.add_argument("--correction-steps", type=int, default=400, help="training steps for --correction finetune")
     ap.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="qdq_matrix_")))

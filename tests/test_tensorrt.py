@@ -304,7 +304,6 @@ def test_finetune_runs_batch_one_exports_in_batches(tmp_path):
 
 def test_correction_without_images_is_a_user_error(tiny):
     from edgebuild.tensorrt.correction import correct
-
     from edgebuild.tensorrt.finetune import finetune
 
     m = onnx.load(str(tiny))
@@ -510,8 +509,8 @@ def test_qdq_on_shapes_hard_yolov8n(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,kind,images", [("minmax", "weights", 64), ("entropy", "finetune", 300)])
-def test_orin_nano_recipe_int8_is_within_one_point_of_float(shared_data, tmp_path, method, kind, images):
+@pytest.mark.parametrize("method,kind,n_images", [("minmax", "weights", 64), ("entropy", "finetune", 300)])
+def test_orin_nano_recipe_int8_is_within_one_point_of_float(shared_data, tmp_path, method, kind, n_images):
     """The issue's acceptance through the real CLI: `edgebuild +recipe=orin_nano_det calibration=<method>` (all 63
     convs int8, the method's ranges and default correction) -> QDQ ONNX whose box mAP50-95 in onnxruntime is within
     the recipe's 1.0-pt gate of the float ONNX's, both scored by the same evaluator on all 400 val images."""
@@ -526,7 +525,7 @@ def test_orin_nano_recipe_int8_is_within_one_point_of_float(shared_data, tmp_pat
     assert report["gate"]["passed"] and report["gate"]["max_map_drop"] == 1.0, report["gate"]
     assert report["quantized"]["artifact"]["file"] == "model_qdq.onnx", report["quantized"]["artifact"]
     fix = report["mixed_precision"]["correction"]
-    assert fix["kind"] == kind and fix["convs"] == 63 and fix["images"] == images and fix["skipped"] == []
+    assert fix["kind"] == kind and fix["convs"] == 63 and fix["images"] == n_images and fix["skipped"] == []
     meta = json.loads((out / "artifacts" / "meta.json").read_text())["quantization"]
     assert meta["method"] == method and meta["quantized_convs"] == 63 and meta["dfl_float"]
     assert (out / "artifacts" / "calibration.cache").is_file() and (out / "artifacts" / "build_engine.sh").is_file()

@@ -75,7 +75,8 @@ def qdq(ctx: StepContext) -> None:
                                 progress=lambda done, n: ctx.progress(done, n, f"convs corrected ({kind})"))
         onnx.save(qdq_model, str(ctx.out / "model_qdq.onnx"))
         del qdq_model, images
-        ctx.log.info("qdq: %s correction of %d int8 convs on %d images", kind, corrected["convs"], corrected["images"])
+        ctx.log.info("qdq: %s correction of %d int8 convs on %d images",
+                     kind, corrected["convs"], corrected["images"])
     calib_cache.write_cache(ctx.out / "calibration.cache", ranges, cfg.calibration.method)
     meta["quantization"] = {
         "backend": "tensorrt", "mode": mode, "explicit": True, "method": cfg.calibration.method,

@@ -52,9 +52,9 @@ def _torch_model(float_model: onnx.ModelProto, convs: Sequence[str]):
     import onnx2torch
 
     model = _batchable(float_model)
-    alias = {}
+    wanted, alias = set(convs), {}
     for i, n in enumerate(model.graph.node):  # onnx2torch derives module names from node names: make them plain
-        if n.name in convs:
+        if n.name in wanted:
             alias[n.name] = n.name = f"edgebuild_conv_{i}"
     module = onnx2torch.convert(model)
     return module, {name: module.get_submodule(a) for name, a in alias.items()}
