@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _shared import box_metrics, export_checkpoint  # noqa: E402  (bench/ is on sys.path as the script's dir)
 
-from edgebuild.calibrators import make_calibrator  # noqa: E402
+from edgebuild.quant.calibrators import make_calibrator  # noqa: E402
 from edgebuild.data.preprocess import preprocess  # noqa: E402
 from edgebuild.tensorrt import calib_cache, qdq  # noqa: E402
-from edgebuild.tensorrt.correction import correct  # noqa: E402
-from edgebuild.tensorrt.finetune import finetune  # noqa: E402
+from edgebuild.quant.correction import correct  # noqa: E402
+from edgebuild.quant.finetune import finetune  # noqa: E402
 
 
 def tensor(path: Path, imgsz: int):

@@ -8,6 +8,7 @@
 Layouts (see docs/CONTRACTS.md):
   split       boxes [N,4] xyxy normalized to [0,1] in-graph        -> multiplied by imgsz
   split_ltrb  boxes [N,4] raw DFL distances l,t,r,b in grid units  -> anchors (cell centres) and strides rebuilt here
+  split_dfl   boxes [N,4*R] raw DFL logits (R = meta reg_max bins)  -> softmax + expectation here, then as split_ltrb
   fused       Ultralytics' [4+C(+nm), N] pixel xywh + scores (+ mask coefficients), protos NCHW
 
 Every result is in letterboxed input pixels (xyxy), the frame the model saw; un-letterboxing belongs to the caller.
@@ -22,7 +23,8 @@ import numpy as np
 
 from edgebuild.errors import EdgebuildError
 
-LAYOUTS = ("split", "split_ltrb", "fused")
+LAYOUTS = ("split", "split_ltrb", "split_dfl", "fused")
+REG_MAX = 16  # DFL bins of every YOLOv8/YOLO11 head
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,14 @@ def anchor_grid(imgsz: int, strides: list[int] | tuple[int, ...]) -> tuple[np.nd
         centres.append(np.stack([xs.ravel(), ys.ravel()], 1))
         stride_col.append(np.full((g * g, 1), float(s), np.float32))
     return np.concatenate(centres), np.concatenate(stride_col)
+
+
+def dfl_expectation(logits: np.ndarray, reg_max: int = REG_MAX) -> np.ndarray:
+    """[N, 4*R] DFL logits (side-major: l bins, t bins, r bins, b bins) -> [N, 4] expected distances in grid units,
+    exactly Ultralytics' DFL module (softmax over the R bins, then sum of p_i * i)."""
+    x = np.asarray(logits, np.float32).reshape(len(logits), 4, reg_max)
+    e = np.exp(x - x.max(axis=2, keepdims=True))
+    return (e @ np.arange(reg_max, dtype=np.float32)) / e.sum(axis=2)
 
 
 def num_anchors(imgsz: int, strides) -> int:
@@ -66,7 +76,11 @@ def decode(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Decode
         scores = np.ascontiguousarray(fused[4:4 + nc].T)
         coefs = np.ascontiguousarray(fused[4 + nc:].T) if segment else None
     else:
-        raw = _cols(_get(outputs, "boxes"), n, 4, "boxes")
+        if layout == "split_dfl":
+            reg_max = int(meta.get("reg_max", REG_MAX))
+            raw = dfl_expectation(_cols(_get(outputs, "boxes"), n, 4 * reg_max, "boxes"), reg_max)
+        else:
+            raw = _cols(_get(outputs, "boxes"), n, 4, "boxes")
         scores = _cols(_get(outputs, "scores"), n, nc, "scores")
         if layout == "split":
             boxes = raw * np.float32(imgsz)

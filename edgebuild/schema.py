@@ -31,7 +31,7 @@ class ModelConfig:
     imgsz: int = doc("Square input size in pixels, a multiple of the model stride (32).", 320)
     opset: int = doc("ONNX opset of the exported float model.", 17)
     onnx_layout: Optional[str] = doc("For .onnx weights: the layout the file already has.", None,
-                                     (None, "split", "split_ltrb", "fused"))
+                                     (None, "split", "split_ltrb", "split_dfl", "fused"))
 
 
 @dataclass
@@ -70,19 +70,21 @@ class CalibrationConfig:
     stratified: bool = doc("Sample evenly across classes.", False)
     percentile: float = doc("percentile method: the percentile of |x| kept, e.g. 99.99.", 99.99)
     num_bins: int = doc("entropy/percentile: histogram bins.", 2048)
-    correction: str = doc("TensorRT QDQ only: after calibration, correct every int8 conv in turn on the first "
-                          "correction_images calibration images: none, bias (per-channel output mean), weights "
-                          "(least-squares re-fit of weights and bias, re-quantized) or finetune (weights and biases "
-                          "trained against the float model's outputs, activation scales frozen). The tflite step "
-                          "does not use it.", "none", ("none", "bias", "weights", "finetune"))
+    correction: str = doc("After calibration, correct every int8 conv in the target's own integer arithmetic "
+                          "(TensorRT: symmetric activations; TFLite: asymmetric, per-channel or per-tensor weights) "
+                          "on the first correction_images calibration images: none, bias (per-channel output mean), "
+                          "weights (least-squares re-fit of weights and bias, re-quantized) or finetune (weights and "
+                          "biases trained against the float model's outputs, activation scales frozen).", "none",
+                          ("none", "bias", "weights", "finetune"))
     correction_images: int = doc("Calibration images for calibration.correction (>= 1).", 64)
     correction_steps: int = doc("calibration.correction=finetune: training steps of 8 images (>= 1).", 400)
 
 
 @dataclass
 class DecoderConfig:
-    layout: str = doc("split (boxes normalized in-graph), split_ltrb (raw distances, host decode) or fused.",
-                      "split_ltrb", ("split", "split_ltrb", "fused"))
+    layout: str = doc("split (boxes normalized in-graph), split_ltrb (raw distances, host decode), split_dfl (raw "
+                      "DFL logits, softmax + distances on the host: no softmax on the NPU) or fused.",
+                      "split_ltrb", ("split", "split_ltrb", "split_dfl", "fused"))
 
 
 @dataclass
@@ -102,6 +104,7 @@ class ValidationConfig:
     max_map_drop: float = doc("Gate: maximum allowed mAP50-95 drop, in points.", 1.5)
     latency_runs: int = doc("Timed inference runs for host latency.", 20)
     report_images: int = doc("Validation images drawn in the HTML report.", 3)
+    layer_error_images: int = doc("Calibration images used for the per-layer error table in the report (>= 1).", 4)
 
 
 @dataclass
@@ -213,6 +216,10 @@ def _check_semantics(cfg: DictConfig) -> None:
     if cal.correction_images < 1:
         raise EdgebuildError("calibration.correction_images", f"must be at least 1, got {cal.correction_images}.",
                              "use e.g. calibration.correction_images=64 (calibration.correction=none turns it off).")
+    if cal.correction != "none" and cal.count is not None and cal.correction_images > cal.count:
+        raise EdgebuildError("calibration.correction_images", f"is {cal.correction_images} but the calibration set "
+                             f"has only calibration.count={cal.count} images.",
+                             f"use calibration.correction_images={cal.count} or fewer, or raise calibration.count.")
     if cal.correction_steps < 1:
         raise EdgebuildError("calibration.correction_steps", f"must be at least 1, got {cal.correction_steps}.",
                              "use e.g. calibration.correction_steps=400 (calibration.correction=none turns it off).")
@@ -230,6 +237,9 @@ def _check_semantics(cfg: DictConfig) -> None:
     if not 0 <= v.conf < 1 or not 0 < v.iou <= 1:
         raise EdgebuildError("validation.conf", "conf must be in [0, 1) and validation.iou in (0, 1].",
                              "use e.g. validation.conf=0.001 validation.iou=0.7.")
+    if v.layer_error_images < 1:
+        raise EdgebuildError("validation.layer_error_images", f"must be at least 1, got {v.layer_error_images}.",
+                             "use e.g. validation.layer_error_images=4.")
     if cfg.precision.mode == "mixed" and not cfg.precision.float_layers:
         raise EdgebuildError("precision.float_layers", "precision.mode=mixed needs at least one pattern.",
                              "list the ops/layers to keep float, e.g. precision.float_layers=['>SOFTMAX'].")

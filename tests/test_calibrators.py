@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgebuild.calibrators import make_calibrator
+from edgebuild.quant.calibrators import make_calibrator
 from edgebuild.errors import EdgebuildError
 
 

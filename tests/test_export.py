@@ -59,7 +59,14 @@ def test_decode_all_layouts_agree_with_per_anchor_reference():
     protos = rng.normal(size=(16, 16, nm)).astype(np.float32)
     want = _reference_ltrb_to_xyxy(ltrb, 64, meta["strides"])
     xywh = np.concatenate([(want[:, :2] + want[:, 2:]) / 2, want[:, 2:] - want[:, :2]], 1)
+    # split_dfl: each distance as two adjacent bins with probabilities (1 - frac, frac), all others ~0
+    lo = np.floor(ltrb).astype(int)
+    probs = np.full((n, 4, 16), 1e-12)
+    np.put_along_axis(probs, lo[..., None], (1 - (ltrb - lo))[..., None], axis=2)
+    np.put_along_axis(probs, lo[..., None] + 1, (ltrb - lo)[..., None], axis=2)
     raw = {
+        "split_dfl": {"boxes": np.log(probs).reshape(n, 64).astype(np.float32)[None], "scores": scores[None],
+                      "mask_coefs": coefs[None], "protos": protos[None]},
         "split_ltrb": {"boxes": ltrb[None], "scores": scores[None], "mask_coefs": coefs[None], "protos": protos[None]},
         "split": {"boxes": (want / 64)[None], "scores": scores[None], "mask_coefs": coefs[None],
                   "protos": protos[None]},
@@ -240,7 +247,7 @@ MEASURED: dict = {}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["detect", "segment"])
-@pytest.mark.parametrize("layout", ["split", "split_ltrb", "fused"])
+@pytest.mark.parametrize("layout", ["split", "split_ltrb", "split_dfl", "fused"])
 def test_layout_matches_ultralytics_pytorch(task, layout, exported, val_images, reference):
     out = exported(task, layout)
     meta = json.loads((out / "meta.json").read_text())

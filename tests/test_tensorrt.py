@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebuild.calibrators import make_calibrator
+from edgebuild.quant.calibrators import make_calibrator
 from edgebuild.engine import StepContext, registry
 from edgebuild.errors import EdgebuildError
 from edgebuild.tensorrt import calib_cache, engine_build, qdq
@@ -162,7 +162,7 @@ def clipped_qdq(tiny: Path, out: Path) -> list[str]:
 def test_bias_correction_removes_the_int8_mean_shift_sequentially(tiny, tmp_path):
     """After correction every int8 conv's per-channel output mean equals float's on the correction images (the
     downstream convs too, which only holds if upstream corrections were applied first); only biases change."""
-    from edgebuild.tensorrt.correction import correct
+    from edgebuild.quant.correction import correct
 
     convs = clipped_qdq(tiny, tmp_path / "q.onnx")
     xs = list(images(6, seed=3))
@@ -187,7 +187,7 @@ def test_weight_correction_refits_int8_weights_and_generalizes(tiny, tmp_path):
     """kind=weights re-fits each int8 conv's weights + bias to the float output from the quantized input: the
     outputs' error vs float drops on images it never saw (more than bias correction's), only the int8 convs'
     weights, weight scales and biases change, and the model is still symmetric int8 for TensorRT."""
-    from edgebuild.tensorrt.correction import correct
+    from edgebuild.quant.correction import correct
 
     convs = clipped_qdq(tiny, tmp_path / "q.onnx")
     fit, held = list(images(32, seed=3)), list(images(8, seed=5))
@@ -255,7 +255,7 @@ def test_finetune_trains_int8_weights_against_the_float_outputs(tiny, tmp_path):
     """kind=finetune trains the int8 convs' weights and biases through the fake-quantized model (activation scales
     frozen) to match the float outputs: the training loss falls, the outputs' error vs float drops on images it
     never saw, only int8 weights, weight scales and biases change, and the model stays symmetric int8."""
-    from edgebuild.tensorrt.finetune import finetune
+    from edgebuild.quant.finetune import finetune
 
     convs = clipped_qdq(tiny, tmp_path / "q.onnx")
     fit, held = list(images(32, seed=3)), list(images(8, seed=5))
@@ -281,7 +281,7 @@ def test_finetune_runs_batch_one_exports_in_batches(tmp_path):
     """Exports fix batch 1 in their Reshape constants; the torch copy takes a batch and still equals onnxruntime."""
     import torch
 
-    from edgebuild.tensorrt.finetune import _torch_model
+    from edgebuild.quant.finetune import _torch_model
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(0, 0.3, (4, 3, 1, 1)).astype(np.float32), "w")
     shape = numpy_helper.from_array(np.array([1, 4, 64], np.int64), "shape")
@@ -303,8 +303,8 @@ def test_finetune_runs_batch_one_exports_in_batches(tmp_path):
 
 
 def test_correction_without_images_is_a_user_error(tiny):
-    from edgebuild.tensorrt.correction import correct
-    from edgebuild.tensorrt.finetune import finetune
+    from edgebuild.quant.correction import correct
+    from edgebuild.quant.finetune import finetune
 
     m = onnx.load(str(tiny))
     for run_correction in (lambda: correct(m, m, ["/model.0/conv/Conv"], [], "weights"),

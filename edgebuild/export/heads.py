@@ -9,6 +9,8 @@ loaded, private) model instance; nothing in the ultralytics package is patched.
               scores [1,N,C] sigmoid;  segment: mask_coefs [1,N,32], protos [1,H,W,32] (NHWC)
   split_ltrb  boxes [1,N,4]  raw DFL expectation l,t,r,b in grid units (anchors/strides added on the host by
                              edgebuild.layout), the rest as split
+  split_dfl   boxes [1,N,64] raw DFL logits (16 bins x l,t,r,b): no softmax in the graph, so every op is a conv,
+                             concat, reshape or transpose that an NPU runs in int8; the host does softmax + expectation
   fused       Ultralytics' own export forward: output0 [1,4+C(+32),N] pixel xywh (+ output1 protos [1,32,H,W])
 """
 from __future__ import annotations
@@ -49,7 +51,10 @@ def _bind_split(head, layout: str, imgsz: int, strides: list[int]) -> None:
 
     def forward(self, x):
         preds = self.forward_head(x, **self.one2many)                   # raw per-anchor terms, levels concatenated
-        dist = self.dfl(preds["boxes"])                                 # [1,4,N] DFL expectation, grid units
+        if layout == "split_dfl":
+            dist = preds["boxes"]                                       # [1,64,N] DFL logits, decoded on the host
+        else:
+            dist = self.dfl(preds["boxes"])                             # [1,4,N] DFL expectation, grid units
         if layout == "split":
             lt, rb = (dist * scale).chunk(2, 1)                         # distances in [0,1] units
             dist = torch.cat((anchors - lt, anchors + rb), 1)           # xyxy normalized

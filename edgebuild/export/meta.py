@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgebuild.layout import num_anchors
+from edgebuild.layout import REG_MAX, num_anchors
 
 META_KEY = "edgebuild"      # ONNX metadata_props key holding the same JSON
 NM = 32                     # mask coefficients / prototypes of Ultralytics' Segment head
@@ -18,7 +18,7 @@ def output_specs(task: str, layout: str, imgsz: int, nc: int, strides: list[int]
         if task == "segment":
             specs.append({"name": "output1", "role": "protos", "shape": [1, nm, p, p]})
         return specs
-    specs = [{"name": "boxes", "role": "boxes", "shape": [1, n, 4]},
+    specs = [{"name": "boxes", "role": "boxes", "shape": [1, n, 4 * REG_MAX if layout == "split_dfl" else 4]},
              {"name": "scores", "role": "scores", "shape": [1, n, nc]}]
     if task == "segment":
         specs += [{"name": "mask_coefs", "role": "mask_coefs", "shape": [1, n, nm]},
@@ -35,6 +35,7 @@ def build_meta(*, task: str, layout: str, imgsz: int, names: list[str], strides:
         "nc": len(names),
         "names": list(names),
         "strides": [int(s) for s in strides],
+        **({"reg_max": REG_MAX} if layout == "split_dfl" else {}),
         "normalized": layout == "split",
         "input": {"name": "images", "shape": [1, 3, int(imgsz), int(imgsz)], "layout": "NCHW",
                   "dtype": "float32", "range": [0, 1]},

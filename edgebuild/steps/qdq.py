@@ -1,9 +1,9 @@
 """qdq step: export's float ONNX -> TensorRT explicit-quantization QDQ ONNX + TensorRT calibration cache.
 
 Calibration streams the calibset manifest one image at a time (edgebuild.data.stream) through the float model
-and estimates every activation's range with edgebuild.calibrators; placement and the QDQ writer are in
+and estimates every activation's range with edgebuild.quant.calibrators; placement and the QDQ writer are in
 edgebuild.tensorrt.qdq; the int8 convs are then corrected on the first calibration.correction_images images
-(calibration.correction: bias or weights in edgebuild.tensorrt.correction, finetune in edgebuild.tensorrt.finetune).
+(calibration.correction: bias or weights in edgebuild.quant.correction, finetune in edgebuild.quant.finetune).
 precision.mode=fp16 skips calibration: model_qdq.onnx is then the float model.
 """
 from __future__ import annotations
@@ -25,16 +25,14 @@ def _applies(cfg) -> bool:
       upstream=("export", "calibset"), applies=_applies,
       artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True)
 def qdq(ctx: StepContext) -> None:
-    from itertools import islice
-
     import onnx
 
-    from edgebuild.calibrators import make_calibrator
+    from edgebuild.quant.calibrators import make_calibrator
     from edgebuild.data.stream import iter_calibration, manifest_size
     from edgebuild.tensorrt import calib_cache
     from edgebuild.tensorrt import qdq as q
-    from edgebuild.tensorrt.correction import correct
-    from edgebuild.tensorrt.finetune import finetune
+    from edgebuild.quant.correction import correct, take_images
+    from edgebuild.quant.finetune import finetune
 
     cfg = ctx.cfg
     float_onnx = ctx.inputs["export"] / "model.onnx"
@@ -64,8 +62,8 @@ def qdq(ctx: StepContext) -> None:
     kind = cfg.calibration.correction
     if kind != "none":
         qdq_model = onnx.load(str(ctx.out / "model_qdq.onnx"))
-        images = list(islice(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW"),
-                             cfg.calibration.correction_images))
+        images = take_images(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW"),
+                             cfg.calibration.correction_images)
         if kind == "finetune":
             corrected = finetune(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images,
                                  cfg.calibration.correction_steps,

@@ -10,17 +10,15 @@ Placement (`plan_quantization`): Q/DQ on the activation input and the weights of
 - precision.mode=mixed: nodes matched by precision.float_layers stay float (FP16 in the engine).
 
 Calibration (`collect_ranges`) runs the float model in onnxruntime with every float activation exposed as an
-output, one image at a time, and feeds each tensor to an `edgebuild.calibrators` calibrator, so memory does not
+output, one image at a time, and feeds each tensor to an `edgebuild.quant.calibrators` calibrator, so memory does not
 grow with the number of images. The same ranges make the QDQ model and the TensorRT calibration cache.
 
-The QDQ writer is onnxruntime's `quantize_static` fed with precomputed ranges through its calibration-cache
-path (no CalibrationDataReader); docs/tensorrt.md says why it was chosen over nvidia-modelopt.
+The QDQ writer (edgebuild.quant.qdq, shared with the TFLite correction's simulation) is onnxruntime's
+`quantize_static` fed with precomputed ranges; docs/tensorrt.md says why it was chosen over nvidia-modelopt.
 """
 from __future__ import annotations
 
 import fnmatch
-import inspect
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,31 +174,11 @@ def collect_ranges(model_path: Path, tensors: list[str], images: Iterable[np.nda
 
 
 def write_qdq(model_path: Path, out_path: Path, ranges: dict[str, tuple[float, float]], plan: QuantPlan) -> dict:
-    """Write the QDQ model with onnxruntime's quantizer from precomputed ranges; returns a summary for meta.json."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+    """Write TensorRT's QDQ model (symmetric activations) from precomputed ranges; returns a summary for meta.json."""
+    from edgebuild.quant.qdq import write_qdq as write
+    from edgebuild.quant.scheme import TENSORRT
 
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-        import onnxruntime
-
-        raise EdgebuildError("onnxruntime", f"onnxruntime {onnxruntime.__version__} cannot take precomputed ranges.",
-                             "install a newer onnxruntime (pip install -U onnxruntime), see pyproject's [tensorrt] extra.")
-    missing = [t for t in plan.activations if t not in ranges]
-    if missing:
-        raise EdgebuildError("calibration", f"no range was collected for {missing[:3]}.",
-                             "this is a bug in edgebuild's calibration tensor list; please report it.")
-    data = TensorsData(CalibrationMethod.MinMax, {t: (np.float32(ranges[t][0]), np.float32(ranges[t][1]))
-                                                  for t in plan.activations})
-    with tempfile.TemporaryDirectory(prefix="edgebuild-qdq-") as tmp:
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(data, cache)
-        quantize_static(
-            str(model_path), str(out_path), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"], nodes_to_quantize=plan.quantized, per_channel=True, reduce_range=False,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-            calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                           "OpTypesToExcludeOutputQuantization": ["Conv"]})
+    write(model_path, out_path, ranges, plan.quantized, plan.activations, TENSORRT)
     return check_qdq(onnx.load(str(out_path)))
 
 

@@ -102,11 +102,10 @@ def convert_float(saved_model: Path) -> bytes:
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE]).convert()
 
 
-def build_int8(saved_model: Path, samples: Samples, total: int, *, method: str = "minmax",
-               percentile: float = 99.99, num_bins: int = 2048, per_channel: bool = True,
-               input_dtype: str = "uint8", float_layers: list[str] = (), input_shape: list[int],
-               progress: Progress | None = None) -> tuple[bytes, dict]:
-    """Full-integer model and a description of what was done (ranges, ops kept float)."""
+def calibrate(saved_model: Path, samples: Samples, total: int, *, method: str = "minmax",
+              percentile: float = 99.99, num_bins: int = 2048, input_shape: list[int],
+              progress: Progress | None = None) -> tuple[bytes, dict]:
+    """The calibrate-only float flatbuffer with `method`'s ranges written in (steps 1 and 2 above), and the ranges."""
     if total < 1:
         raise EdgebuildError("calibration", "the calibration set is empty.",
                              "check calibration.count / calibration.fraction and the dataset's calibration split.")
@@ -117,9 +116,26 @@ def build_int8(saved_model: Path, samples: Samples, total: int, *, method: str =
         calibrated = calibrate_only(saved_model, checked(samples, input_shape, total, limit=1))
         act = ranges.collect_ranges(calibrated, checked(samples, input_shape, total, progress),
                                     method=method, percentile=percentile, num_bins=num_bins)
-    calibrated, used = ranges.write_ranges(calibrated, act, input_range=(0.0, 1.0))
+    return ranges.write_ranges(calibrated, act, input_range=(0.0, 1.0))
+
+
+def quantize_int8(calibrated: bytes, *, per_channel: bool = True, input_dtype: str = "uint8",
+                  float_layers: list[str] = ()) -> tuple[bytes, list[dict]]:
+    """Full-integer model from a calibrated flatbuffer (step 3), and the ops kept float."""
     keep = mixed.resolve(calibrated, float_layers) if float_layers else []
     model = quantize_calibrated(calibrated, per_channel=per_channel, input_dtype=input_dtype,
                                 denylisted_nodes=[op["node"] for op in keep])
     mixed.check_quantized(model, keep)
+    return model, keep
+
+
+def build_int8(saved_model: Path, samples: Samples, total: int, *, method: str = "minmax",
+               percentile: float = 99.99, num_bins: int = 2048, per_channel: bool = True,
+               input_dtype: str = "uint8", float_layers: list[str] = (), input_shape: list[int],
+               progress: Progress | None = None) -> tuple[bytes, dict]:
+    """Full-integer model and a description of what was done (ranges, ops kept float)."""
+    calibrated, used = calibrate(saved_model, samples, total, method=method, percentile=percentile,
+                                 num_bins=num_bins, input_shape=input_shape, progress=progress)
+    model, keep = quantize_int8(calibrated, per_channel=per_channel, input_dtype=input_dtype,
+                                float_layers=float_layers)
     return model, {"ranges": used, "float_ops": keep}

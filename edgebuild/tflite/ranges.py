@@ -40,7 +40,7 @@ def collect_ranges(calibrated: bytes, stream: Iterator[np.ndarray], *, method: s
     """{tensor name: (lo, hi)} measured over `stream` with calibrators.make_calibrator(method)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgebuild.calibrators import make_calibrator
+    from edgebuild.quant.calibrators import make_calibrator
 
     targets = calibrated_tensors(_model(calibrated))
     interp = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True, num_threads=1)

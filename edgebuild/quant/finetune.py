@@ -1,16 +1,17 @@
 """`calibration.correction: finetune`: the int8 convs' weights trained so the QDQ model reproduces the float model.
 
-The per-conv corrections (edgebuild.tensorrt.correction) fit each conv to its own float output; they cannot give
+The per-conv corrections (edgebuild.quant.correction) fit each conv to its own float output; they cannot give
 back what an activation quantizer clipped, which is where entropy calibration loses its accuracy (docs/tensorrt.md).
 Here the objective is the whole network's output: the float ONNX runs in torch (onnx2torch) with every int8 conv's
-input fake-quantized at the scale the QDQ model holds (frozen: calibration's ranges are kept) and its weights
-fake-quantized per output channel (scale = max|W| / 127, re-derived every step; the rounding passes gradients
-straight through). Adam trains those convs' weights and biases for `calibration.correction_steps` steps (batches of
-BATCH of the first `calibration.correction_images` calibration images, cosine-decayed learning rate) to minimise the
-mean squared error of every model output against the float model's, each divided by that output's variance.
+input fake-quantized at the scale and zero point the QDQ model holds (frozen: calibration's ranges are kept; zero
+point 0 for TensorRT, the .tflite's own for TFLite) and its weights fake-quantized with the scheme's rule (per output
+channel or per tensor, scale = max|W| / 127, re-derived every step; the rounding passes gradients straight through).
+Adam trains those convs' weights and biases for `calibration.correction_steps` steps (batches of BATCH of the first
+`calibration.correction_images` calibration images, cosine-decayed learning rate) to minimise the mean squared error
+of every model output against the float model's, each divided by that output's variance.
 No labels: the float model is the teacher (post-training distillation with frozen activation scales, the
 network-level relative of AdaQuant / BRECQ). Weights and biases are then written back, re-quantized as in the
-`weights` correction; the graph and the activation scales are untouched, so TensorRT runs the same kernels.
+`weights` correction; the graph and the activation scales are untouched, so the target runs the same kernels.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import onnx
 
 from edgebuild.errors import EdgebuildError
+from edgebuild.quant.scheme import TENSORRT, Scheme
 
 BATCH = 8
 # Adam on weights of ~0.01-0.1: a step moves a weight far less than one int8 step. On the worst calibration draw
@@ -60,8 +62,9 @@ def _torch_model(float_model: onnx.ModelProto, convs: Sequence[str]):
     return module, {name: module.get_submodule(a) for name, a in alias.items()}
 
 
-def _quantize_conv(conv, act_scale: float) -> None:
-    """Fake-quantize the conv's input (int8, frozen scale) and weights (per-channel int8, STE) on every call."""
+def _quantize_conv(conv, act_scale: float, act_zero_point: int, per_channel: bool) -> None:
+    """Fake-quantize the conv's input (int8, frozen scale and zero point) and weights (int8 per channel or per
+    tensor, STE) on every call."""
     import torch
 
     weight = torch.nn.Parameter(conv.weight.detach().clone())
@@ -70,17 +73,19 @@ def _quantize_conv(conv, act_scale: float) -> None:
 
     def hook(mod, args):
         w = mod.edgebuild_weight
-        scale = (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / 127).clamp_min(1e-12)
+        amax = w.detach().abs().amax(dim=tuple(range(1, w.dim()))) if per_channel else \
+            w.detach().abs().amax().expand(w.shape[0])
+        scale = (amax / 127).clamp_min(1e-12)
         mod.weight = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
                                                             0, -127, 127)
-        return (torch.fake_quantize_per_tensor_affine(args[0], act_scale, 0, -128, 127),)
+        return (torch.fake_quantize_per_tensor_affine(args[0], act_scale, act_zero_point, -128, 127),)
 
     conv.register_forward_pre_hook(hook)
 
 
 def _targets(float_model: onnx.ModelProto, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The float model's outputs in onnxruntime (the reference the validate step scores), stacked per output."""
-    from edgebuild.tensorrt.correction import session
+    from edgebuild.quant.correction import session
 
     sess = session(float_model)
     name = sess.get_inputs()[0].name
@@ -89,11 +94,12 @@ def _targets(float_model: onnx.ModelProto, images: Sequence[np.ndarray]) -> list
 
 
 def finetune(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: list[str],
-             images: Sequence[np.ndarray], steps: int, progress: Callable[[int, int], None] | None = None) -> dict:
+             images: Sequence[np.ndarray], steps: int, progress: Callable[[int, int], None] | None = None,
+             scheme: Scheme = TENSORRT) -> dict:
     """Train, in place, the int8 `convs` (node names) of `qdq_model`; returns a summary for meta.json."""
     import torch
 
-    from edgebuild.tensorrt.correction import require_images, store_int8
+    from edgebuild.quant.correction import require_images, store_int8
 
     require_images(images)
     inits = {i.name: i for i in qdq_model.graph.initializer}
@@ -114,8 +120,9 @@ def finetune(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: li
                              f"(relative error {worst:.2g}), so it cannot be fine-tuned.",
                              "use calibration.correction=weights for this model.")
     for name, conv in torch_convs.items():
-        act_scale = onnx.numpy_helper.to_array(inits[producers[nodes[name].input[0]].input[1]])
-        _quantize_conv(conv, float(act_scale))
+        dq = producers[nodes[name].input[0]]  # the activation's DequantizeLinear: (x, scale, zero point)
+        zero_point = int(onnx.numpy_helper.to_array(inits[dq.input[2]])) if len(dq.input) > 2 and dq.input[2] else 0
+        _quantize_conv(conv, float(onnx.numpy_helper.to_array(inits[dq.input[1]])), zero_point, scheme.per_channel)
     for p in module.parameters():
         p.requires_grad_(False)
     params = [c.edgebuild_weight for c in torch_convs.values()] + [c.bias for c in torch_convs.values()]
@@ -142,7 +149,7 @@ def finetune(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: li
         node = nodes[name]
         dq = producers[node.input[1]]
         store_int8(inits[dq.input[0]], inits[dq.input[1]], inits[node.input[2]],
-                   conv.edgebuild_weight.detach().numpy(), conv.bias.detach().numpy())
+                   conv.edgebuild_weight.detach().numpy(), conv.bias.detach().numpy(), scheme)
     window = max(1, min(50, steps // 4))
     return {"kind": "finetune", "images": len(images), "convs": len(torch_convs), "skipped": skipped, "steps": steps,
             "loss_first": round(float(np.mean(losses[:window])), 5),

@@ -1,4 +1,9 @@
-"""Post-calibration correction of a QDQ model's int8 convs (`calibration.correction`).
+"""Post-calibration correction of a QDQ model's int8 convs (`calibration.correction`), for every backend.
+
+The QDQ model is the simulation of the target's arithmetic (edgebuild.quant.scheme): TensorRT's own QDQ artifact
+(symmetric activations), or for TFLite a QDQ copy of the float ONNX whose conv inputs carry the exact scale and
+zero point the .tflite gives them (edgebuild.quant.simulate). Weights are re-quantized with the scheme's rule
+(per channel or per tensor).
 
 Int8 rounding and clipping of a conv's input (and rounding of its weights) change what the conv computes; the
 error propagates and adds up downstream. For each int8 conv, on the first `calibration.correction_images`
@@ -18,7 +23,7 @@ above them), so one partial forward pass per depth and image serves every conv o
 
 Only weights, weight scales and float biases change; the graph and the activation scales stay as calibrated, so
 the engine runs the same kernels. The implicit-INT8 path (float ONNX + calibration.cache) cannot carry this.
-The network-level `finetune` kind is edgebuild.tensorrt.finetune (it shares `store_int8` and `require_images`).
+The network-level `finetune` kind is edgebuild.quant.finetune (it shares `store_int8` and `require_images`).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import onnx.utils
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edgebuild.errors import EdgebuildError
+from edgebuild.quant.scheme import TENSORRT, Scheme
 
 KINDS = ("none", "bias", "weights")
 RIDGE = 0.01  # lam relative to the mean diagonal of X~ X~^T (0.001 / 0.01 / 0.1 measured: docs/tensorrt.md)
@@ -87,10 +93,10 @@ class _Conv:
         """[dequantized int8 weights | float bias] as the QDQ model holds them now."""
         w = onnx.numpy_helper.to_array(self.w_q).astype(np.float64)
         scale = onnx.numpy_helper.to_array(self.w_scale).astype(np.float64)
-        w = w.reshape(self.shape[0], -1) * scale[:, None]
+        w = w.reshape(self.shape[0], -1) * scale.reshape(-1, 1)  # [Cout, 1] per channel, [1, 1] per tensor
         return np.hstack([w, onnx.numpy_helper.to_array(self.bias)[:, None].astype(np.float64)])
 
-    def solve(self, kind: str) -> float:
+    def solve(self, kind: str, scheme: Scheme) -> float:
         """Apply the correction to the initializers; returns the largest bias change."""
         old = self.current()
         if kind == "bias":  # mean of the QDQ output = W_q mean(X~) + b; match float's
@@ -102,9 +108,21 @@ class _Conv:
             reg = lam * np.eye(d + 1)
             new = np.linalg.solve(self.xx + reg, (self.yx + self.float_w @ reg).T).T
         store_int8(self.w_q, self.w_scale, self.bias, new[:, :-1].reshape(self.shape) if kind == "weights" else None,
-                   new[:, -1])
+                   new[:, -1], scheme)
         self.xx = self.yx = None
         return float(np.abs(new[:, -1] - old[:, -1]).max())
+
+
+def take_images(stream, wanted: int) -> list[np.ndarray]:
+    """The first `wanted` calibration images (held in memory: the corrections revisit them)."""
+    from itertools import islice
+
+    images = list(islice(stream, wanted))
+    if len(images) < wanted:
+        raise EdgebuildError("calibration.correction_images", f"is {wanted} but the calibration set has only "
+                             f"{len(images)} images.", f"use calibration.correction_images={len(images)} or fewer, "
+                             "or calibrate on more images.")
+    return images
 
 
 def require_images(images: Sequence[np.ndarray]) -> None:
@@ -113,15 +131,15 @@ def require_images(images: Sequence[np.ndarray]) -> None:
                              "set calibration.correction=none, or calibrate on more images.")
 
 
-def store_int8(w_q: onnx.TensorProto, w_scale: onnx.TensorProto, bias: onnx.TensorProto, weights, b) -> None:
-    """Write float `weights` (None: keep the int8 ones) re-quantized per output channel (symmetric int8,
-    scale = max|w| / 127) and the float bias `b` into a QDQ conv's initializers."""
+def store_int8(w_q: onnx.TensorProto, w_scale: onnx.TensorProto, bias: onnx.TensorProto, weights, b,
+               scheme: Scheme = TENSORRT) -> None:
+    """Write float `weights` (None: keep the int8 ones) re-quantized with the scheme's weight rule (symmetric int8,
+    scale = max|w| / 127 per output channel or per tensor) and the float bias `b` into a QDQ conv's initializers."""
     if weights is not None:
-        w = np.asarray(weights, np.float64).reshape(weights.shape[0], -1)
-        scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127
-        q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8).reshape(weights.shape)
+        q, scale = scheme.quantize_weights(weights)
+        shape = onnx.numpy_helper.to_array(w_scale).shape  # () for a per-tensor scale
         w_q.CopyFrom(onnx.numpy_helper.from_array(q, w_q.name))
-        w_scale.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32), w_scale.name))
+        w_scale.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32).reshape(shape), w_scale.name))
     bias.CopyFrom(onnx.numpy_helper.from_array(np.asarray(b, np.float32), bias.name))
 
 
@@ -139,7 +157,7 @@ def _depths(model: onnx.ModelProto, convs: set[str]) -> dict[str, int]:
 
 
 def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: list[str], images: Sequence[np.ndarray],
-            kind: str, progress: Callable[[int, int], None] | None = None) -> dict:
+            kind: str, progress: Callable[[int, int], None] | None = None, scheme: Scheme = TENSORRT) -> dict:
     """Correct, in place, the int8 `convs` (node names) of `qdq_model`; returns a summary for meta.json."""
     if kind not in KINDS[1:]:
         raise EdgebuildError("calibration.correction", f"{kind!r} is not a correction.", "use bias or weights.")
@@ -178,7 +196,7 @@ def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: lis
             for (c, _), y in zip(group, ys):
                 c.add(xq[c.node.input[0]], y, kind == "weights")
         for c, _ in group:
-            shifts[c.node.name] = c.solve(kind)
+            shifts[c.node.name] = c.solve(kind, scheme)
             done += 1
             if progress:
                 progress(done, len(todo))
