@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shutil
 import subprocess
 
@@ -96,6 +98,33 @@ def test_report_json_deltas_and_gate(metrics_pair):
     json.dumps(rep)  # serializable
 
 
+# ---------------------------------------------------------------- per-layer error table
+
+
+def _layer_error(n=20):
+    """A layer_error.json as the layer_error step writes it (rows worst first), one name that needs escaping."""
+    rows = [{"tensor": f"model/conv_{i}" if i else "model/<b>&amp", "op": "CONV_2D", "sqnr_db": 10.0 + i,
+             "rel_rmse": round(10 ** (-(10.0 + i) / 20), 4), "lost_db": None if i == 0 else 1.5} for i in range(n)]
+    return {"backend": "tflite", "images": 4, "tensors": n, "rows": rows}
+
+
+def test_layer_error_table_in_report_json_and_html(metrics_pair):
+    f, q, _, names = metrics_pair
+    rep = build_report(CONFIG, f, q, 1.5, export_meta={"names": names}, layer_error=_layer_error())
+    le = rep["layer_error"]
+    assert le["images"] == 4 and le["tensors"] == 20 and len(le["worst"]) == 15
+    assert le["worst"][0]["tensor"] == "model/<b>&amp" and le["worst"][-1]["tensor"] == "model/conv_14"
+    page = render(rep)
+    assert "Where accuracy goes (per-layer INT8 error)" in page and "precision.float_layers" in page
+    table = page[page.index('<table id="layer-error">'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr>") == 1 + 15                     # header + the 15 worst
+    assert "model/&lt;b&gt;&amp;amp" in table and "<b>" not in table
+    assert "10.00" in table and "24.00" in table and "model/conv_15" not in table
+    assert build_report(CONFIG, f, q, 1.5)["layer_error"] is None
+    assert 'id="layer-error"' not in render(build_report(CONFIG, f, q, 1.5))
+
+
 # ---------------------------------------------------------------- report step + HTML in headless Chromium
 
 
@@ -105,7 +134,7 @@ def _run_report_step(tmp_path, f, q, samples, names):
     from edgebuild.resolve import slice_config
 
     dirs = {}
-    for name in ("validate_float", "validate", "export", "tflite", "compile"):
+    for name in ("validate_float", "validate", "export", "tflite", "compile", "layer_error"):
         dirs[name] = tmp_path / "in" / name
         dirs[name].mkdir(parents=True)
     for name, m in (("validate_float", f), ("validate", q)):
@@ -118,6 +147,7 @@ def _run_report_step(tmp_path, f, q, samples, names):
     (dirs["export"] / "meta.json").write_text(json.dumps(meta))
     (dirs["tflite"] / "meta.json").write_text(json.dumps({**meta, "quantization": {"mode": "int8"}, "float_ops": []}))
     (dirs["compile"] / "compile.json").write_text(json.dumps({"compiler": "vela", "ok": True, "npu_ops": 120}))
+    (dirs["layer_error"] / "layer_error.json").write_text(json.dumps(_layer_error()))
     kind = registry()["report"]
     cfg = schema.validate(OmegaConf.create({"validation": {"max_map_drop": 0.5}}))
     out = tmp_path / "out"
@@ -131,6 +161,7 @@ def test_report_step_writes_json_and_self_contained_html(tmp_path, metrics_pair)
     out = _run_report_step(tmp_path, f, q, samples, names)
     rep = json.loads((out / "report.json").read_text())
     assert rep["gate"]["max_map_drop"] == 0.5 and rep["compile"]["compiler"] == "vela"
+    assert len(rep["layer_error"]["worst"]) == 15
     page = (out / "report.html").read_text()
     assert "<script" not in page.lower() and "http://" not in page and "https://" not in page
     assert page.count("data:image/png;base64,") == 1 + 3        # per-class bars + 3 side-by-side images
@@ -161,6 +192,17 @@ def test_report_html_renders_in_headless_chromium(tmp_path, metrics_pair):
     non_white = (img < 240).any(axis=2).mean()
     assert non_white > 0.03, non_white                          # text, tables and the bar chart drew something
     assert img.reshape(-1, 3).std(axis=0).max() > 20            # not a single flat colour
+    # the per-layer error table is laid out and visible: measure it in the rendered page (a probe script is added
+    # to a copy only; the report itself has no scripts)
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", """<script>
+      const t = document.getElementById("layer-error"), s = getComputedStyle(t), b = t.getBoundingClientRect();
+      document.body.setAttribute("data-probe", JSON.stringify({w: b.width, h: b.height, rows: t.rows.length,
+        visible: s.display !== "none" && s.visibility === "visible"}));</script></body>"""), encoding="utf-8")
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", probe.as_uri()],
+                         check=True, timeout=120, capture_output=True, text=True, cwd=tmp_path).stdout
+    got = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert got["visible"] and got["rows"] == 1 + 15 and got["w"] > 300 and got["h"] > 15 * 15, got
 
 
 # ---------------------------------------------------------------- sweep summary

@@ -28,24 +28,25 @@ def tiny_onnx(path: Path, size: int = SIZE) -> Path:
     rng = np.random.default_rng(0)
     n = (size // 4) ** 2
     w1 = rng.normal(0, 0.5, (8, 3, 4, 4)).astype(np.float32)
+    bb, bs = (rng.normal(0, 0.1, k).astype(np.float32) for k in (64, 3))
     wb = rng.normal(0, 0.5, (64, 8, 1, 1)).astype(np.float32)
     ws = rng.normal(0, 0.5, (3, 8, 1, 1)).astype(np.float32)
     dfl = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
     inits = [numpy_helper.from_array(a, k) for a, k in
-             [(w1, "w1"), (wb, "wb"), (ws, "ws"), (dfl, "dfl"),
+             [(w1, "w1"), (wb, "wb"), (bb, "bb"), (ws, "ws"), (bs, "bs"), (dfl, "dfl"),
               (np.array([1, 4, 16, n], np.int64), "s1"), (np.array([1, 4, n], np.int64), "s2"),
               (np.array([1, 3, n], np.int64), "s3")]]
     nodes = [
-        helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[4, 4]),
+        helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[4, 4], name="conv1"),
         helper.make_node("Relu", ["c1"], ["f"]),
-        helper.make_node("Conv", ["f", "wb"], ["b0"]),
+        helper.make_node("Conv", ["f", "wb", "bb"], ["b0"], name="conv_box"),
         helper.make_node("Reshape", ["b0", "s1"], ["b1"]),
         helper.make_node("Transpose", ["b1"], ["b2"], perm=[0, 2, 1, 3]),   # [1,16,4,N]
         helper.make_node("Softmax", ["b2"], ["b3"], axis=1),
-        helper.make_node("Conv", ["b3", "dfl"], ["b4"]),                    # [1,1,4,N]
+        helper.make_node("Conv", ["b3", "dfl"], ["b4"], name="conv_dfl"),   # [1,1,4,N]
         helper.make_node("Reshape", ["b4", "s2"], ["b5"]),
         helper.make_node("Transpose", ["b5"], ["boxes"], perm=[0, 2, 1]),
-        helper.make_node("Conv", ["f", "ws"], ["s0"]),
+        helper.make_node("Conv", ["f", "ws", "bs"], ["s0"], name="conv_score"),
         helper.make_node("Reshape", ["s0", "s3"], ["s1r"]),
         helper.make_node("Sigmoid", ["s1r"], ["s2r"]),
         helper.make_node("Transpose", ["s2r"], ["scores"], perm=[0, 2, 1]),
@@ -202,3 +203,98 @@ def test_peak_rss_does_not_grow_with_calibration_size(tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         rss[n] = int(out.stdout.strip().splitlines()[-1])
     assert rss[400] < rss[50] + 100, rss  # MB
+
+
+def _calibset(tmp_path: Path, n: int, seed: int) -> Path:
+    """A calibset step output: manifest of real PNG files (what iter_calibration streams)."""
+    import hashlib
+
+    import cv2
+
+    d = tmp_path / "calibset"
+    d.mkdir()
+    items = []
+    for i, x in enumerate(images(n, seed=seed)()):
+        path = d / f"img{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor((x[0] * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
+        items.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+    (d / "manifest.json").write_text(json.dumps({"count": n, "items": items}))
+    return d
+
+
+def _run_step(name: str, cfg: dict, out: Path, inputs: dict) -> Path:
+    from omegaconf import OmegaConf
+
+    from edgebuild.engine import StepContext, registry
+
+    out.mkdir()
+    registry()[name].run(StepContext(name, OmegaConf.create(cfg), out, inputs))
+    return out
+
+
+def _float_outputs(onnx_path: Path, x: np.ndarray) -> dict:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"images": x.transpose(0, 3, 1, 2)})))
+
+
+def _int8_outputs(model: bytes, x: np.ndarray) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    r = Interpreter(model_content=model).get_signature_runner("serving_default")
+    (name, inp), = r.get_input_details().items()
+    out = r(**{name: np.round(x * 255).astype(np.uint8)})
+    q = {k: v["quantization"] for k, v in r.get_output_details().items()}
+    return {k: (v.astype(np.float32) - q[k][1]) * q[k][0] for k, v in out.items()}
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_correction_steps_correct_the_tflite_convs_in_its_own_arithmetic(tiny, tmp_path, per_channel):
+    """calibrate -> correct -> tflite, as the runner calls them: with clipping ranges (percentile 90) the corrected
+    model's scores are closer to float on images the correction never saw; only conv weights and biases changed
+    (every activation keeps the exact scale and zero point the correction simulated), and weights stay per-channel
+    or per-tensor as the target wants."""
+    from edgebuild.tflite.ranges import _model
+
+    d, _, _ = tiny
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "model.onnx").write_bytes((d / "model.onnx").read_bytes())
+    (tmp_path / "export" / "meta.json").write_text(json.dumps({
+        "input": {"name": "images", "shape": [1, 3, SIZE, SIZE], "layout": "NCHW"},
+        "outputs": [{"name": "boxes", "role": "boxes"}, {"name": "scores", "role": "scores"}]}))
+    inputs = {"tfconvert": d, "calibset": _calibset(tmp_path, 16, seed=3), "export": tmp_path / "export"}
+    cal = {"method": "percentile", "percentile": 90.0, "num_bins": 2048, "correction_images": 16,
+           "correction_steps": 5}
+    inputs["calibrate"] = _run_step("calibrate", {"calibration": cal, "model": {"imgsz": SIZE}},
+                                    tmp_path / "calibrate", inputs)
+    common = {"precision": {"mode": "int8", "float_layers": []}, "model": {"imgsz": SIZE},
+              "target": {"per_channel": per_channel, "input_dtype": "uint8"}}
+    models = {"none": _run_step("tflite", common, tmp_path / "tflite-none", inputs)}
+    corrected = _run_step("correct", {**common, "calibration": {**cal, "correction": "weights"}},
+                          tmp_path / "correct", inputs)
+    models["weights"] = _run_step("tflite", common, tmp_path / "tflite-weights", {**inputs, "correct": corrected})
+    summary = json.loads((corrected / "correction.json").read_text())
+    assert (summary["kind"], summary["convs"], summary["images"], summary["per_channel"]) == \
+        ("weights", 2, 16, per_channel)  # the DFL conv (weights 0..15) is left exact
+    assert summary["skipped"] == ["conv1"]  # no bias in the ONNX (onnx2tf blows up on this tiny conv with one)
+    meta = json.loads((models["weights"] / "meta.json").read_text())
+    assert meta["quantization"]["correction"]["kind"] == "weights"
+
+    held = list(images(8, seed=9)())
+    err = {k: sum(float(np.mean((_int8_outputs((m / "model.tflite").read_bytes(), x)["scores"]
+                                 - _float_outputs(d / "model.onnx", x)["scores"]) ** 2)) for x in held)
+           for k, m in models.items()}
+    assert err["weights"] < 0.9 * err["none"], err
+
+    def quant(path):
+        sg = _model((path / "model.tflite").read_bytes()).subgraphs[0]
+        return {t.name: (t.type, None if t.quantization is None or t.quantization.scale is None
+                         else tuple(t.quantization.scale)) for t in sg.tensors}
+
+    before, after = quant(models["none"]), quant(models["weights"])
+    assert before.keys() == after.keys()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed and all(before[k][0] in (2, 9) for k in changed)  # INT32 biases, INT8 weights only
+    weight_scales = {len(after[k][1]) for k in changed if after[k][0] == 9}
+    assert weight_scales == ({1} if not per_channel else weight_scales - {1})

@@ -1,10 +1,12 @@
-"""report.json: one document with the config, float vs quantized accuracy, deltas, cost, and the gate."""
+"""report.json: one document with the config, float vs quantized accuracy, deltas, cost, per-layer error, and the
+gate."""
 from __future__ import annotations
 
 from edgebuild.report import SCHEMA_VERSION
 from edgebuild.report.gate import gate
 
 METRIC_KEYS = ("map50", "map50_95", "recall")
+WORST_LAYERS = 15  # rows of the per-layer error table kept in report.json
 
 
 def _pts(q, f):
@@ -43,9 +45,17 @@ def mixed_precision(meta: dict | None, float_layers=()) -> dict:
             "correction": q.get("correction")}   # qdq: {kind, images, convs, ...} or None
 
 
+def layer_error_summary(layer_error: dict | None) -> dict | None:
+    """The layer_error step's table cut to its worst rows."""
+    if not layer_error:
+        return None
+    return {k: layer_error.get(k) for k in ("images", "tensors")} | {"worst": layer_error["rows"][:WORST_LAYERS]}
+
+
 def build_report(config: dict, float_metrics: dict, quant_metrics: dict, max_map_drop: float,
                  export_meta: dict | None = None, artifact_meta: dict | None = None,
-                 compile_result: dict | None = None, engine_status: dict | None = None) -> dict:
+                 compile_result: dict | None = None, engine_status: dict | None = None,
+                 layer_error: dict | None = None) -> dict:
     export_meta = export_meta or {}
     fa, qa = float_metrics.get("artifact", {}), quant_metrics.get("artifact", {})
     fl, ql = float_metrics.get("latency", {}), quant_metrics.get("latency", {})
@@ -69,5 +79,6 @@ def build_report(config: dict, float_metrics: dict, quant_metrics: dict, max_map
         "mixed_precision": mixed_precision(artifact_meta, config.get("precision.float_layers")),
         "compile": compile_result,
         "engine": engine_status,
+        "layer_error": layer_error_summary(layer_error),
         "gate": gate(float_metrics, quant_metrics, max_map_drop),
     }

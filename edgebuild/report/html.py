@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 import json
 
+from edgebuild.report.build import WORST_LAYERS
 from edgebuild.report.figures import per_class_bars, png_data_uri, side_by_side
 
 CSS = """
@@ -30,11 +31,12 @@ def _pts(v) -> str:
     return f'<span class="{"neg" if v < 0 else ""}">{v:+.2f}</span>'
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
     th = "".join(f'<th class="{"l" if i == 0 else ""}">{h}</th>' for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i == 0 else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
                    for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    attr = f' id="{table_id}"' if table_id else ""
+    return f"<table{attr}><tr>{th}</tr>{body}</table>"
 
 
 def _summary(r: dict) -> str:
@@ -98,6 +100,21 @@ def _mixed(r: dict) -> str:
     return f"<h2>Mixed precision</h2><p>mode: {_e(mp.get('mode'))}; float_layers: {_e(mp.get('float_layers'))}</p>{body}"
 
 
+def _layer_error(r: dict) -> str:
+    le = r.get("layer_error")
+    if not le:
+        return ""
+    rows = [[f"<code>{_e(w['tensor'])}</code>", _e(w["op"]), _num(w["sqnr_db"], 2),
+             "–" if w["rel_rmse"] is None else f"{w['rel_rmse']:.4g}", _num(w.get("lost_db"), 2)]
+            for w in le["worst"][:WORST_LAYERS]]
+    note = (f"SQNR of each quantized tensor vs the float model on {_e(le['images'])} calibration images, lowest "
+            f"first ({len(rows)} of {_e(le['tensors'])} tensors); “lost here” is what the op itself cost (its worst "
+            "quantized input's SQNR minus its own). List a tensor or op in <code>precision.float_layers</code> "
+            "to keep it float.")
+    table = _table(["tensor", "op", "SQNR dB", "rel. RMSE", "lost here dB"], rows, "layer-error")
+    return f'<h2>Where accuracy goes (per-layer INT8 error)</h2><p class="muted">{note}</p>{table}'
+
+
 def _json_block(title: str, obj) -> str:
     if not obj:
         return f'<h2>{title}</h2><p class="muted">Not part of this build.</p>'
@@ -133,7 +150,7 @@ def render(report: dict, float_preds: dict | None = None, quant_preds: dict | No
     for t in ("bbox", "segm"):
         if report["float"].get(t):
             parts.append(_per_class(report, t))
-    parts += [_images(report, float_preds, quant_preds), _cost(report), _mixed(report),
+    parts += [_images(report, float_preds, quant_preds), _cost(report), _layer_error(report), _mixed(report),
               _json_block("Target compile", report.get("compile")), _json_block("TensorRT engine", report.get("engine")),
               "<h2>Configuration</h2>", _table(["key", "value"], conf_rows)]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

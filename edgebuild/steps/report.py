@@ -28,8 +28,9 @@ def artifact_meta(inputs: dict[str, Path]) -> dict | None:
     return None
 
 
-@step("report", version=1, config=("validation.max_map_drop",) + SUMMARY_KEYS,
-      upstream=("validate_float", "validate", "export", "?tflite", "?qdq", "?compile", "?engine"),
+@step("report", version=2, config=("validation.max_map_drop",) + SUMMARY_KEYS,
+      upstream=("validate_float", "validate", "export", "?tflite", "?qdq", "?compile", "?engine",
+                "?layer_error"),
       artifacts=("report.json", "report.html"))
 def report(ctx: StepContext) -> None:
     from edgebuild.report.build import build_report
@@ -45,6 +46,7 @@ def report(ctx: StepContext) -> None:
         artifact_meta=artifact_meta(inp),
         compile_result=_json(inp["compile"] / "compile.json") if "compile" in inp else None,
         engine_status=_json(inp["engine"] / "engine.json") if "engine" in inp else None,
+        layer_error=_json(inp["layer_error"] / "layer_error.json") if "layer_error" in inp else None,
     )
     (ctx.out / "report.json").write_text(json.dumps(rep, indent=1))
     page = render(rep, _json(inp["validate_float"] / "predictions.json"), _json(inp["validate"] / "predictions.json"))

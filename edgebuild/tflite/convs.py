@@ -16,6 +16,8 @@ import hashlib
 
 import numpy as np
 
+from edgebuild.errors import EdgebuildError
+
 CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
@@ -52,6 +54,10 @@ def match(flatbuffer: bytes, onnx_model) -> dict[str, dict]:
     for n in onnx_model.graph.node:
         if n.op_type != "Conv" or n.input[1] not in inits:
             continue
+        if not n.name:
+            raise EdgebuildError("model.onnx", "the ONNX model has unnamed Conv nodes; the correction and the "
+                                 "per-layer report name convs by node name.",
+                                 "re-export the model (export step) or name the nodes.")
         w = numpy_helper.to_array(inits[n.input[1]])
         for kind in CONV_OPS:
             op = by_digest.get(_digest(_to_tflite(w, kind)))
