@@ -19,6 +19,9 @@ CASES = [
     (["+recipe=orin_nano_det", "calibration.correction_images=0"], "calibration.correction_images", ["at least 1"]),
     (["+recipe=orin_nano_det", "calibration.correction=adaround"], "calibration.correction",
      ["none, bias, weights, finetune"]),
+    (["+recipe=imx93_det", "calibration.correction_images=500"], "calibration.correction_images",
+     ["only calibration.count=300", "calibration.correction_images=300 or fewer"]),
+    (["+recipe=imx93_det", "calibration.correction_images=-3"], "calibration.correction_images", ["at least 1"]),
     (["+recipe=orin_nano_det", "calibration.correction_steps=0"], "calibration.correction_steps", ["at least 1"]),
     (["+recipe=demo", "model.imgsz=100"], "model.imgsz", ["multiple of the model stride 32", "use 96"]),
     (["+recipe=demo", "+model._target_=os.system"], "model._target_", ["instantiate"]),
@@ -89,3 +92,20 @@ def test_default_outputs_dir_that_cannot_be_created_is_one_paragraph(tmp_path):
     sweep = run("+recipe=demo", "build.plan=true", "-m", cwd=tmp_path, cache=tmp_path / "cache")
     assert sweep.returncode == 2 and error_paragraph(sweep).startswith("error: hydra.sweep.dir:")
     assert run("+recipe=demo", "--cfg", "job", cwd=tmp_path).returncode == 0  # nothing is written: no check
+
+
+def test_finetune_without_onnx2torch_is_one_paragraph(monkeypatch):
+    """The correct/qdq steps' precheck: a missing onnx2torch is named with the install fix, before any build."""
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from edgebuild.errors import EdgebuildError
+    from edgebuild.quant import require_torch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx2torch" else real(name, *a))
+    require_torch(OmegaConf.create({"calibration": {"correction": "weights"}}))  # not needed: no error
+    with pytest.raises(EdgebuildError, match=r"calibration\.correction: finetune runs the model in torch, but "
+                                             r"onnx2torch is not installed.*Fix: pip install 'edgebuild\[tensorrt\]'"):
+        require_torch(OmegaConf.create({"calibration": {"correction": "finetune"}}))

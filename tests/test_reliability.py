@@ -271,7 +271,8 @@ def test_sigint_stops_cleanly_and_resumes(shared, tmp_path):
 def test_kill9_at_random_moments_then_resume(shared, tmp_path):
     """kill -9 (the whole process group) at 10 seeded-random moments over successive resumed builds of one cache."""
     rng = random.Random(9)
-    step_names = ["calibset", "export", "tfconvert", "tflite", "compile", "validate_float", "validate", "report"]
+    step_names = ["calibset", "export", "tfconvert", "calibrate", "tflite", "compile", "layer_error", "validate_float",
+                  "validate", "report"]
     # a moment = (the step whose "building" or "built" line triggers it, the delay after that line); the delay is
     # short and the last step's "built" is excluded, so each moment lands while the build is still running even on
     # a fast, idle machine

@@ -38,6 +38,7 @@ from edgebuild.errors import EdgebuildError
 from edgebuild.quant.scheme import TENSORRT, Scheme
 
 KINDS = ("none", "bias", "weights")
+TARGET_CACHE_BYTES = 1 << 29  # float conv outputs kept across depth levels (512 MiB: 32-64 images of YOLOv8n at 320)
 RIDGE = 0.01  # lam relative to the mean diagonal of X~ X~^T (0.001 / 0.01 / 0.1 measured: docs/tensorrt.md)
 
 
@@ -156,6 +157,18 @@ def _depths(model: onnx.ModelProto, convs: set[str]) -> dict[str, int]:
     return depth
 
 
+def _float_targets(float_model: onnx.ModelProto, inputs: list[str], outputs: list[str], images: Sequence[np.ndarray],
+                   budget: int = TARGET_CACHE_BYTES) -> list[dict] | None:
+    """Every corrected conv's float output on every image from one float pass per image, when they fit in `budget`
+    bytes (the float model does not change, so per-depth passes would recompute the same prefix); else None."""
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in float_model.graph.value_info}
+    per_image = sum(4 * int(np.prod(shapes.get(o, [0]))) for o in outputs)
+    if not per_image or per_image * len(images) > budget:
+        return None
+    sess = session(onnx.utils.Extractor(float_model).extract_model(inputs, outputs))
+    return [dict(zip(outputs, sess.run(outputs, {inputs[0]: image}))) for image in images]
+
+
 def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: list[str], images: Sequence[np.ndarray],
             kind: str, progress: Callable[[int, int], None] | None = None, scheme: Scheme = TENSORRT) -> dict:
     """Correct, in place, the int8 `convs` (node names) of `qdq_model`; returns a summary for meta.json."""
@@ -183,16 +196,17 @@ def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: lis
             skipped.append(n.name)
     depth = _depths(qdq_model, set(todo))
     inputs = [i.name for i in qdq_model.graph.input if i.name not in inits]
+    targets = _float_targets(float_model, inputs, [f for _, f in todo.values()], images)
     shifts, done = {}, 0
     for level in sorted(set(depth.values())):
         group = [todo[name] for name in todo if depth[name] == level]
         q_out = list(dict.fromkeys(c.node.input[0] for c, _ in group))
         f_out = [f for _, f in group]
         q_sess = session(onnx.utils.Extractor(qdq_model).extract_model(inputs, q_out))
-        f_sess = session(onnx.utils.Extractor(float_model).extract_model(inputs, f_out))
-        for image in images:
+        f_sess = None if targets else session(onnx.utils.Extractor(float_model).extract_model(inputs, f_out))
+        for i, image in enumerate(images):
             xq = dict(zip(q_out, q_sess.run(q_out, {inputs[0]: image})))
-            ys = f_sess.run(f_out, {inputs[0]: image})
+            ys = [targets[i][f] for f in f_out] if targets else f_sess.run(f_out, {inputs[0]: image})
             for (c, _), y in zip(group, ys):
                 c.add(xq[c.node.input[0]], y, kind == "weights")
         for c, _ in group:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from edgebuild.engine import StepContext, step
+from edgebuild.quant import require_torch
 
 
 def applies(cfg) -> bool:
@@ -26,7 +27,8 @@ def applies(cfg) -> bool:
       config=("calibration.correction", "calibration.correction_images", "calibration.correction_steps",
               "precision.mode", "precision.float_layers", "target.per_channel", "model.imgsz"),
       upstream=("calibrate", "export", "calibset"), applies=applies,
-      artifacts=("corrections.npz", "correction.json"), isolate=True)
+      artifacts=("corrections.npz", "correction.json"), isolate=True,
+      precheck=require_torch)
 def correct(ctx: StepContext) -> None:
     import numpy as np
     import onnx

@@ -12,6 +12,7 @@ import json
 import shutil
 
 from edgebuild.engine import StepContext, step
+from edgebuild.quant import require_torch
 
 
 def _applies(cfg) -> bool:
@@ -23,7 +24,8 @@ def _applies(cfg) -> bool:
               "calibration.correction", "calibration.correction_images", "calibration.correction_steps",
               "precision.mode", "precision.float_layers", "model.imgsz"),
       upstream=("export", "calibset"), applies=_applies,
-      artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True)
+      artifacts=("model_qdq.onnx", "calibration.cache", "meta.json"), isolate=True,
+      precheck=require_torch)
 def qdq(ctx: StepContext) -> None:
     import onnx
 
