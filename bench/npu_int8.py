@@ -1,4 +1,4 @@
-"""All-int8 NPU recipes over calibration draws, on shapes-hard/val and on the independent shapes-hard-val2 draw.
+"""All-int8 recipes (TFLite for the NPUs, QDQ for TensorRT) over calibration draws, on shapes-hard/val and on the independent shapes-hard-val2 draw.
 
 For each recipe and calibration.seed: `edgebuild +recipe=R calibration.seed=S [overrides]` (val numbers from its
 report.json), then the same run's float ONNX (export step) and .tflite scored on val2 by the same evaluator
@@ -40,7 +40,9 @@ def val2(run: dict, run_dir: Path) -> dict:
     meta = json.loads((run_dir / "artifacts" / "meta.json").read_text())
     imgsz = meta["imgsz"]
     f = box_metrics(export / "model.onnx", json.loads((export / "meta.json").read_text()), VAL2, imgsz)
-    q = box_metrics(run_dir / "artifacts" / "model.tflite", meta, VAL2, imgsz)
+    artifact = next(run_dir / "artifacts" / n for n in ("model.tflite", "model_qdq.onnx")
+                    if (run_dir / "artifacts" / n).is_file())
+    q = box_metrics(artifact, meta, VAL2, imgsz)
     return {"float": round(f["map50_95"], 4), "int8": round(q["map50_95"], 4),
             "drop": round((q["map50_95"] - f["map50_95"]) * 100, 2)}
 

@@ -214,6 +214,23 @@ def test_weight_correction_refits_int8_weights_and_generalizes(tiny, tmp_path):
     assert w.dtype == np.int8 and np.abs(w).max() == 127  # re-quantized per channel: full int8 range
 
 
+def test_float_targets_in_chunks_give_the_same_correction(tiny, tmp_path, monkeypatch):
+    """The float conv outputs are computed a chunk of depth levels at a time (memory bound); one level per chunk
+    and everything in one chunk must give identical corrected weights."""
+    from edgebuild.quant import correction
+
+    convs = clipped_qdq(tiny, tmp_path / "q.onnx")
+    xs = list(images(6, seed=3))
+    got = []
+    for budget in (1, 1 << 30):
+        monkeypatch.setattr(correction, "TARGET_CACHE_BYTES", budget)
+        q = onnx.load(str(tmp_path / "q.onnx"))
+        correction.correct(onnx.load(str(tiny)), q, convs, xs, "weights")
+        got.append(inits_of(q))
+    assert all(np.array_equal(got[0][k], got[1][k]) for k in got[0])
+    assert not np.array_equal(got[0]["w1_quantized"], inits_of(onnx.load(str(tmp_path / "q.onnx")))["w1_quantized"])
+
+
 def test_qdq_step_applies_the_correction_only_when_asked(tiny, tmp_path):
     """The qdq step itself (calibset manifest of real image files -> model_qdq.onnx + meta.json)."""
     import hashlib

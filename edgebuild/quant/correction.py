@@ -38,7 +38,7 @@ from edgebuild.errors import EdgebuildError
 from edgebuild.quant.scheme import TENSORRT, Scheme
 
 KINDS = ("none", "bias", "weights")
-TARGET_CACHE_BYTES = 1 << 29  # float conv outputs kept across depth levels (512 MiB: 32-64 images of YOLOv8n at 320)
+TARGET_CACHE_BYTES = 192 << 20  # float conv outputs held at once (YOLOv8n 320: 13.6 MiB per image for all convs)
 RIDGE = 0.01  # lam relative to the mean diagonal of X~ X~^T (0.001 / 0.01 / 0.1 measured: docs/tensorrt.md)
 
 
@@ -157,16 +157,35 @@ def _depths(model: onnx.ModelProto, convs: set[str]) -> dict[str, int]:
     return depth
 
 
-def _float_targets(float_model: onnx.ModelProto, inputs: list[str], outputs: list[str], images: Sequence[np.ndarray],
-                   budget: int = TARGET_CACHE_BYTES) -> list[dict] | None:
-    """Every corrected conv's float output on every image from one float pass per image, when they fit in `budget`
-    bytes (the float model does not change, so per-depth passes would recompute the same prefix); else None."""
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in float_model.graph.value_info}
-    per_image = sum(4 * int(np.prod(shapes.get(o, [0]))) for o in outputs)
-    if not per_image or per_image * len(images) > budget:
-        return None
-    sess = session(onnx.utils.Extractor(float_model).extract_model(inputs, outputs))
-    return [dict(zip(outputs, sess.run(outputs, {inputs[0]: image}))) for image in images]
+class _FloatTargets:
+    """The corrected convs' float outputs, level by level. The float model does not change, so one float pass per
+    image serves a whole chunk of consecutive depth levels; chunks hold at most TARGET_CACHE_BYTES (a level larger
+    than that is a chunk of its own)."""
+
+    def __init__(self, float_model: onnx.ModelProto, inputs: list[str], levels: list[list[str]],
+                 images: Sequence[np.ndarray]):
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in float_model.graph.value_info}
+        self.model, self.input, self.images, self.levels = float_model, inputs, images, levels
+        self.chunk_of, self.chunks, size = {}, [[]], 0
+        for k, outs in enumerate(levels):
+            level_bytes = len(images) * sum(4 * int(np.prod(shapes.get(o, [1 << 20]))) for o in outs)
+            if self.chunks[-1] and size + level_bytes > TARGET_CACHE_BYTES:
+                self.chunks.append([])
+                size = 0
+            self.chunks[-1].append(k)
+            self.chunk_of[k] = len(self.chunks) - 1
+            size += level_bytes
+        self.loaded, self.values = -1, []
+
+    def level(self, k: int) -> list[list[np.ndarray]]:
+        """Per image, the float outputs of level k's convs (in the order given)."""
+        if self.chunk_of[k] != self.loaded:
+            self.values = []  # drop the previous chunk first
+            self.loaded = self.chunk_of[k]
+            outs = [o for j in self.chunks[self.loaded] for o in self.levels[j]]
+            sess = session(onnx.utils.Extractor(self.model).extract_model(self.input, outs))
+            self.values = [dict(zip(outs, sess.run(outs, {self.input[0]: x}))) for x in self.images]
+        return [[v[o] for o in self.levels[k]] for v in self.values]
 
 
 def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: list[str], images: Sequence[np.ndarray],
@@ -196,17 +215,14 @@ def correct(float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, convs: lis
             skipped.append(n.name)
     depth = _depths(qdq_model, set(todo))
     inputs = [i.name for i in qdq_model.graph.input if i.name not in inits]
-    targets = _float_targets(float_model, inputs, [f for _, f in todo.values()], images)
+    groups = [[todo[name] for name in todo if depth[name] == level] for level in sorted(set(depth.values()))]
+    targets = _FloatTargets(float_model, inputs, [[f for _, f in group] for group in groups], images)
     shifts, done = {}, 0
-    for level in sorted(set(depth.values())):
-        group = [todo[name] for name in todo if depth[name] == level]
+    for k, group in enumerate(groups):
         q_out = list(dict.fromkeys(c.node.input[0] for c, _ in group))
-        f_out = [f for _, f in group]
         q_sess = session(onnx.utils.Extractor(qdq_model).extract_model(inputs, q_out))
-        f_sess = None if targets else session(onnx.utils.Extractor(float_model).extract_model(inputs, f_out))
-        for i, image in enumerate(images):
+        for image, ys in zip(images, targets.level(k)):
             xq = dict(zip(q_out, q_sess.run(q_out, {inputs[0]: image})))
-            ys = [targets[i][f] for f in f_out] if targets else f_sess.run(f_out, {inputs[0]: image})
             for (c, _), y in zip(group, ys):
                 c.add(xq[c.node.input[0]], y, kind == "weights")
         for c, _ in group:
