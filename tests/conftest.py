@@ -12,6 +12,11 @@ SHARED = ROOT.parent / "shared" / "data"
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:  # torch's stack before TensorFlow's: importing torchvision / onnx2torch (torch._dynamo -> triton) into a process
+    import torchvision  # noqa: F401   that already loaded TensorFlow segfaults (edgebuild/steps/correct.py does the same)
+except ImportError:
+    pass
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

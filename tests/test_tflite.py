@@ -249,8 +249,8 @@ def _int8_outputs(model: bytes, x: np.ndarray) -> dict:
     return {k: (v.astype(np.float32) - q[k][1]) * q[k][0] for k, v in out.items()}
 
 
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_correction_steps_correct_the_tflite_convs_in_its_own_arithmetic(tiny, tmp_path, per_channel):
+@pytest.mark.parametrize("kind,per_channel", [("weights", True), ("weights", False), ("finetune", False)])
+def test_correction_steps_correct_the_tflite_convs_in_its_own_arithmetic(tiny, tmp_path, kind, per_channel):
     """calibrate -> correct -> tflite, as the runner calls them: with clipping ranges (percentile 90) the corrected
     model's scores are closer to float on images the correction never saw; only conv weights and biases changed
     (every activation keeps the exact scale and zero point the correction simulated), and weights stay per-channel
@@ -271,21 +271,22 @@ def test_correction_steps_correct_the_tflite_convs_in_its_own_arithmetic(tiny, t
     common = {"precision": {"mode": "int8", "float_layers": []}, "model": {"imgsz": SIZE},
               "target": {"per_channel": per_channel, "input_dtype": "uint8"}}
     models = {"none": _run_step("tflite", common, tmp_path / "tflite-none", inputs)}
-    corrected = _run_step("correct", {**common, "calibration": {**cal, "correction": "weights"}},
+    corrected = _run_step("correct", {**common, "calibration": {**cal, "correction": kind}},
                           tmp_path / "correct", inputs)
     models["weights"] = _run_step("tflite", common, tmp_path / "tflite-weights", {**inputs, "correct": corrected})
     summary = json.loads((corrected / "correction.json").read_text())
     assert (summary["kind"], summary["convs"], summary["images"], summary["per_channel"]) == \
-        ("weights", 2, 16, per_channel)  # the DFL conv (weights 0..15) is left exact
+        (kind, 2, 16, per_channel)  # the DFL conv (weights 0..15) is left exact
     assert summary["skipped"] == ["conv1"]  # no bias in the ONNX (onnx2tf blows up on this tiny conv with one)
     meta = json.loads((models["weights"] / "meta.json").read_text())
-    assert meta["quantization"]["correction"]["kind"] == "weights"
+    assert meta["quantization"]["correction"]["kind"] == kind
 
     held = list(images(8, seed=9)())
     err = {k: sum(float(np.mean((_int8_outputs((m / "model.tflite").read_bytes(), x)["scores"]
                                  - _float_outputs(d / "model.onnx", x)["scores"]) ** 2)) for x in held)
            for k, m in models.items()}
-    assert err["weights"] < 0.9 * err["none"], err
+    if kind == "weights":  # (5 finetune steps at lr 2e-5 barely move the weights: only the arithmetic is checked)
+        assert err["weights"] < 0.9 * err["none"], err
 
     def quant(path):
         sg = _model((path / "model.tflite").read_bytes()).subgraphs[0]

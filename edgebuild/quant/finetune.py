@@ -35,7 +35,7 @@ def _batchable(model: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.shape_inference.infer_shapes(model)
     dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in list(model.graph.value_info) + list(model.graph.output)}
-    for n in model.graph.node:
+    for i, n in enumerate(model.graph.node):
         if n.op_type != "Reshape":
             continue
         shape = dims.get(n.output[0])
@@ -43,7 +43,7 @@ def _batchable(model: onnx.ModelProto) -> onnx.ModelProto:
             raise EdgebuildError("calibration.correction", f"Reshape {n.name!r} has no static batch-1 output shape, "
                                  "so the model cannot be fine-tuned in batches.",
                                  "use calibration.correction=weights for this model.")
-        name = f"{n.name}/edgebuild_batch_shape"
+        name = f"{n.name}/edgebuild_batch_shape_{i}"  # indexed: unnamed nodes must not share one initializer
         model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, *shape[1:]], np.int64), name))
         n.input[1] = name
     return model

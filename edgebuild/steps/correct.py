@@ -30,6 +30,8 @@ def applies(cfg) -> bool:
       artifacts=("corrections.npz", "correction.json"), isolate=True,
       precheck=require_torch)
 def correct(ctx: StepContext) -> None:
+    if ctx.cfg.calibration.correction == "finetune":  # torch's stack must load before TensorFlow's: the other
+        import onnx2torch  # noqa: F401                  order segfaults in torch._dynamo's triton import
     import numpy as np
     import onnx
 
