@@ -21,14 +21,6 @@ class Scheme:
     symmetric_activations: bool
     per_channel: bool
 
-    def activation_params(self, lo: float, hi: float) -> tuple[float, int]:
-        """(scale, int8 zero point) the target derives from a calibrated range."""
-        if self.symmetric_activations:
-            return max(abs(lo), abs(hi), 1e-12) / 127.0, 0
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-        scale = max(hi - lo, 1e-12) / 255.0
-        return scale, int(np.clip(round(-128 - lo / scale), -128, 127))
-
     def quantize_weights(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Float weights [Cout, ...] -> (int8 weights, scale [Cout] per channel or [1] per tensor)."""
         w = np.asarray(w, np.float64)
