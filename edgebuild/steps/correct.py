@@ -4,7 +4,8 @@
    precision.float_layers) to read the scale and zero point each int8 conv's input gets (edgebuild.tflite.convs).
 2. edgebuild.quant.simulate corrects the convs in a QDQ simulation of those integers (asymmetric activations,
    the target's weight rule) on the first calibration.correction_images calibration images.
-3. `corrections.npz` holds each corrected conv's float weights (ONNX layout) and bias; the `tflite` step writes them
+3. `corrections.npz` holds each corrected conv's float weights (ONNX layout) and bias (correction.json: where each conv
+   is in the flatbuffer and the input scale/zero point simulated); the `tflite` step writes them
    into the calibrated flatbuffer and quantizes it with the same ranges (and checks it got the same input scales).
 
 Its own step: a killed correction leaves no entry, and validation or a second target with the same weight scheme
@@ -23,7 +24,7 @@ def applies(cfg) -> bool:
             and cfg.calibration.correction != "none")
 
 
-@step("correct", version=1,
+@step("correct", version=2,
       config=("calibration.correction", "calibration.correction_images", "calibration.correction_steps",
               "precision.mode", "precision.float_layers", "target.per_channel", "model.imgsz"),
       upstream=("calibrate", "export", "calibset"), applies=applies,
@@ -63,7 +64,7 @@ def correct(ctx: StepContext) -> None:
     np.savez(ctx.out / "corrections.npz", **{f"{k}|w": w for k, (w, _) in weights.items()},
              **{f"{k}|b": b for k, (_, b) in weights.items()})
     summary.update(scheme=scheme.name, per_channel=scheme.per_channel, matched_convs=len(matched),
-                   input_params={k: [s, z] for k, (s, z) in params.items()})
+                   input_params={k: [s, z] for k, (s, z) in params.items()}, matched=matched)
     (ctx.out / "correction.json").write_text(json.dumps(summary, indent=1))
     ctx.log.info("correct: %s correction of %d int8 convs on %d images (%s)", c.correction, summary["convs"],
                  summary["images"], "per-channel" if scheme.per_channel else "per-tensor")

@@ -33,7 +33,7 @@ def tflite(ctx: StepContext) -> None:
         calibration = json.loads((ctx.inputs["calibrate"] / "ranges.json").read_text())
         correction = None
         if "correct" in ctx.inputs:
-            calibrated, correction = _apply_correction(calibrated, ctx.inputs["correct"], ctx.inputs["export"])
+            calibrated, correction = _apply_correction(calibrated, ctx.inputs["correct"])
         float_layers = list(cfg.precision.float_layers) if mode == "mixed" else []
         model, keep = quantize.quantize_int8(calibrated, per_channel=bool(cfg.target.per_channel),
                                              input_dtype=cfg.target.input_dtype, float_layers=float_layers)
@@ -53,17 +53,15 @@ def tflite(ctx: StepContext) -> None:
                  len(meta["float_ops"]) if isinstance(meta["float_ops"], list) else -1)
 
 
-def _apply_correction(calibrated: bytes, correct_dir, export_dir) -> tuple[bytes, dict]:
-    """(calibrated flatbuffer with the corrected conv weights, the correction's summary + where its convs are)."""
+def _apply_correction(calibrated: bytes, correct_dir) -> tuple[bytes, dict]:
+    """(calibrated flatbuffer with the corrected conv weights, the correct step's summary)."""
     import numpy as np
-    import onnx
 
     from edgebuild.tflite import convs
 
     data = np.load(correct_dir / "corrections.npz")
     names = sorted({k.rsplit("|", 1)[0] for k in data.files})
     summary = json.loads((correct_dir / "correction.json").read_text())
-    summary["matched"] = convs.match(calibrated, onnx.load(str(export_dir / "model.onnx")))
     weights = {n: (data[f"{n}|w"], data[f"{n}|b"]) for n in names}
     return convs.write_weights(calibrated, summary["matched"], weights), summary
 
