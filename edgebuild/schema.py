@@ -88,10 +88,23 @@ class DecoderConfig:
 
 
 @dataclass
+class AutoPrecisionConfig:
+    images: int = doc("Search images: labelled images of calibration.split held back from calibration (never the "
+                      "val split).", 200)
+    max_drop: Optional[float] = doc("Allowed mAP50-95 drop on the search images, in points; null = "
+                                    "validation.max_map_drop - 0.3.", None)
+    max_float_layers: int = doc("At most this many layers kept float / FP16 (0 = report only).", 3)
+    candidates: int = doc("Most sensitive layers (per-layer error) evaluated one by one.", 8)
+    rank_images: int = doc("Calibration images for the per-layer error that ranks the candidates.", 8)
+
+
+@dataclass
 class PrecisionConfig:
-    mode: str = doc("int8, fp16, or mixed (int8 with float_layers kept float / FP16).", "int8",
-                    ("int8", "fp16", "mixed"))
+    mode: str = doc("int8, fp16, mixed (int8 with float_layers kept float / FP16) or auto (the fewest float "
+                    "layers that meet the accuracy budget, searched: precision.auto).", "int8",
+                    ("int8", "fp16", "mixed", "auto"))
     float_layers: list[str] = doc("Op/tensor name patterns kept in float (mode=mixed).", factory=list)
+    auto: AutoPrecisionConfig = field(default_factory=AutoPrecisionConfig)
 
 
 @dataclass
@@ -243,3 +256,18 @@ def _check_semantics(cfg: DictConfig) -> None:
     if cfg.precision.mode == "mixed" and not cfg.precision.float_layers:
         raise EdgebuildError("precision.float_layers", "precision.mode=mixed needs at least one pattern.",
                              "list the ops/layers to keep float, e.g. precision.float_layers=['>SOFTMAX'].")
+    if cfg.precision.mode == "auto":
+        _check_auto(cfg.precision)
+
+
+def _check_auto(p) -> None:
+    if p.float_layers:
+        raise EdgebuildError("precision.float_layers", "precision=auto chooses the float layers itself; a list was "
+                             "given too.", "drop precision.float_layers, or use precision=mixed with your list.")
+    for key, low in (("images", 1), ("max_float_layers", 0), ("candidates", 1), ("rank_images", 1)):
+        if p.auto[key] < low:
+            raise EdgebuildError(f"precision.auto.{key}", f"must be at least {low}, got {p.auto[key]}.",
+                                 f"use e.g. precision.auto.{key}={AutoPrecisionConfig.__dataclass_fields__[key].default}.")
+    if p.auto.max_drop is not None and p.auto.max_drop < 0:
+        raise EdgebuildError("precision.auto.max_drop", f"must be >= 0 points, got {p.auto.max_drop}.",
+                             "use e.g. precision.auto.max_drop=0.7, or null for validation.max_map_drop - 0.3.")

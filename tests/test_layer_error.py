@@ -155,10 +155,10 @@ def test_layer_error_step_on_a_qdq_model(tmp_path):
     from edgebuild.engine import StepContext, registry
 
     kind = registry()["layer_error"]
-    assert kind.upstream == ("export", "calibset", "?calibrate", "?tflite", "?qdq") and kind.isolate
+    assert kind.upstream == ("export", "calibset", "?calibrate", "?tflite", "?qdq", "?precision_search") and kind.isolate
     assert kind.config == ("model.imgsz", "validation.layer_error_images")
     for backend in ("tflite", "tensorrt"):
-        for mode, applies in (("int8", True), ("mixed", True), ("fp16", False)):
+        for mode, applies in (("int8", True), ("mixed", True), ("auto", True), ("fp16", False)):
             cfg = schema.validate(OmegaConf.create({"target": {"backend": backend}, "precision": {
                 "mode": mode, "float_layers": ["SOFTMAX"] if mode == "mixed" else []}}))
             assert kind.applies(cfg) == applies, (backend, mode)

@@ -470,7 +470,7 @@ def test_steps_are_declared_as_the_contract_says():
     q, e = kinds["qdq"], kinds["engine"]
     assert q.upstream == ("export", "calibset") and q.isolate
     assert q.artifacts == ("model_qdq.onnx", "calibration.cache", "meta.json")
-    assert e.upstream == ("qdq",) and {"build_engine.sh", "engine.json"} <= set(e.artifacts)
+    assert e.upstream == ("qdq", "?precision_search") and {"build_engine.sh", "engine.json"} <= set(e.artifacts)
     trt_cfg = validate(OmegaConf.create({"target": {"backend": "tensorrt"}}))
     tfl_cfg = validate(OmegaConf.create({"target": {"backend": "tflite"}}))
     assert q.applies(trt_cfg) and e.applies(trt_cfg) and not q.applies(tfl_cfg) and not e.applies(tfl_cfg)

@@ -55,7 +55,7 @@ def layer_error_summary(layer_error: dict | None) -> dict | None:
 def build_report(config: dict, float_metrics: dict, quant_metrics: dict, max_map_drop: float,
                  export_meta: dict | None = None, artifact_meta: dict | None = None,
                  compile_result: dict | None = None, engine_status: dict | None = None,
-                 layer_error: dict | None = None) -> dict:
+                 layer_error: dict | None = None, precision_search: dict | None = None) -> dict:
     export_meta = export_meta or {}
     fa, qa = float_metrics.get("artifact", {}), quant_metrics.get("artifact", {})
     fl, ql = float_metrics.get("latency", {}), quant_metrics.get("latency", {})
@@ -80,5 +80,6 @@ def build_report(config: dict, float_metrics: dict, quant_metrics: dict, max_map
         "compile": compile_result,
         "engine": engine_status,
         "layer_error": layer_error_summary(layer_error),
+        "precision_search": precision_search,
         "gate": gate(float_metrics, quant_metrics, max_map_drop),
     }

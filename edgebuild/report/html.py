@@ -115,6 +115,35 @@ def _layer_error(r: dict) -> str:
     return f'<h2>Where accuracy goes (per-layer INT8 error)</h2><p class="muted">{note}</p>{table}'
 
 
+def _precision_search(r: dict) -> str:
+    ps = r.get("precision_search")
+    if not ps:
+        return ""
+    layers = ps["float_layers"]
+    verdict = (f"{len(layers)} layer(s) kept {'FP16' if ps['backend'] == 'tensorrt' else 'float'}" if layers
+               else "zero layers kept float: the all-int8 model meets the budget")
+    met = "" if ps["budget_met"] else " <strong>Budget not met</strong> within precision.auto.max_float_layers; the best point found is used."
+    head = (f"<p>{_e(verdict)}: drop {_num(ps['drop'], 2)} pt on {_e(ps['images'])} search images of split "
+            f"{_e(ps['split'])} held back from calibration (budget {_num(ps['budget'], 2)} pt; the val split is "
+            f"not read by the search).{met}</p>")
+    chosen = "".join(f"<li><code>{_e(x)}</code></li>" for x in layers)
+    curve = _table(["float layers", "search-set drop (pt)", "layers"],
+                   [[_e(len(p["layers"])), _num(p["drop"], 2), "<br>".join(f"<code>{_e(x)}</code>" for x in p["layers"])]
+                    for p in ps["curve"]], "precision-curve")
+    singles = _table(["candidate", "sensitivity", "drop alone (pt)"],
+                     [[f"<code>{_e(c['label'])}</code>", _num(c["score"], 2), _num(c["drop"], 2)] for c in ps["singles"]],
+                     "precision-singles") if ps["singles"] else ""
+    c = ps["cost"]
+    cost = _table(["", "all-int8", "auto"], [
+        ["float / FP16 layers", _e(c["int8"]["float_layers"]), _e(c["auto"]["float_layers"])],
+        ["size (bytes)", _e(c["int8"]["size_bytes"]), _e(c["auto"]["size_bytes"])],
+        ["host latency median (ms)", _num(c["int8"]["latency_ms"], 2), _num(c["auto"]["latency_ms"], 2)]],
+        "precision-cost")
+    return (f"<h2>Automatic precision (precision=auto)</h2>{head}"
+            f"{'<ul>' + chosen + '</ul>' if chosen else ''}<h3>Search curve</h3>{curve}{singles}<h3>Cost</h3>{cost}"
+            '<p class="muted">NPU/CPU op split of the chosen model: see Target compile below.</p>')
+
+
 def _json_block(title: str, obj) -> str:
     if not obj:
         return f'<h2>{title}</h2><p class="muted">Not part of this build.</p>'
@@ -150,7 +179,7 @@ def render(report: dict, float_preds: dict | None = None, quant_preds: dict | No
     for t in ("bbox", "segm"):
         if report["float"].get(t):
             parts.append(_per_class(report, t))
-    parts += [_images(report, float_preds, quant_preds), _cost(report), _layer_error(report), _mixed(report),
+    parts += [_images(report, float_preds, quant_preds), _cost(report), _layer_error(report), _precision_search(report), _mixed(report),
               _json_block("Target compile", report.get("compile")), _json_block("TensorRT engine", report.get("engine")),
               "<h2>Configuration</h2>", _table(["key", "value"], conf_rows)]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -108,3 +108,17 @@ def build_manifest(cfg, progress=lambda done, total, what="": None, files: dict 
             "requested": {"count": cal.count, "fraction": cal.fraction, "stratified": bool(cal.stratified)},
             "split_size": len(paths), "dataset": {"source": str(ds.source), "format": ds.format, "names": ds.names},
             "skipped": skipped, "items": items}
+
+
+def holdout_samples(cfg, manifest: dict, count: int, files: dict | None = None, key: str = "precision.auto.images"):
+    """`count` labelled images of the calibration split that the calibration manifest does not hold, in a seeded
+    order (calibration.seed): images for a search that must see neither the calibration set nor the val split."""
+    cal = cfg.calibration
+    samples = _open(cfg, files).samples(cal.split, SPLIT_KEY)
+    used = {item["path"] for item in manifest["items"]}
+    free = [samples[i] for i in candidate_order(len(samples), cal.seed) if str(samples[i].image_path) not in used]
+    if len(free) < count:
+        raise EdgebuildError(key, f"{count} search images were asked for, but split {cal.split!r} has only "
+                             f"{len(free)} labelled images that calibration does not use.",
+                             f"use {key}<={len(free)}, or lower calibration.count to hold more images back.")
+    return free[:count]

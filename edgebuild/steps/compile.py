@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from edgebuild.artifact import artifact_dir
 from edgebuild.engine import StepContext, step
 from edgebuild.errors import EdgebuildError
 from edgebuild.targets import neutron, oplint, vela
@@ -59,13 +60,13 @@ def _ops(value) -> list[str] | None:
     return list(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
 
 
-@step("compile", version=1, config=CONFIG, upstream=("tflite",),
+@step("compile", version=1, config=CONFIG, upstream=("tflite", "?precision_search"),
       applies=lambda cfg: cfg.target.backend == "tflite",
       artifacts=("compile.json", "model_vela.tflite", "model_neutron.tflite"),
       precheck=_precheck, environment=_environment)
 def compile_step(ctx: StepContext) -> None:
     t = ctx.cfg.target
-    src = ctx.inputs["tflite"] / "model.tflite"
+    src = artifact_dir(ctx.inputs) / "model.tflite"
     model = read_model(src)
     counts = model.op_counts()
     lint = oplint.fallback_ops(counts, _ops(t.supported_ops))

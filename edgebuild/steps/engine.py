@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from edgebuild.artifact import artifact_dir
 from edgebuild.engine import StepContext, step
 from edgebuild.tensorrt import engine_build as eb
 
@@ -17,14 +18,17 @@ def _applies(cfg) -> bool:
     return cfg.target.backend == "tensorrt"
 
 
-@step("engine", version=1, upstream=("qdq",), applies=_applies,
+@step("engine", version=1, upstream=("qdq", "?precision_search"), applies=_applies,
       artifacts=("build_engine.sh", "engine.json", eb.ENGINE), precheck=eb.require_engine_precheck,
       environment=eb.environment)
 def engine(ctx: StepContext) -> None:
-    meta = json.loads((ctx.inputs["qdq"] / "meta.json").read_text())
+    src = artifact_dir(ctx.inputs)
+    meta = json.loads((src / "meta.json").read_text())
     quant = meta.get("quantization", {})
     mode = quant.get("mode", "int8")
-    float_nodes = list(quant.get("float_nodes", [])) if mode == "mixed" else []
+    float_nodes = list(quant.get("float_nodes", [])) if mode in ("mixed", "auto") else []
+    if mode == "auto":  # precision_search's result: FP16 layers are a mixed engine, none is an int8 one
+        mode = "mixed" if float_nodes else "int8"
     argv = eb.trtexec_argv(mode, float_nodes)
     script = ctx.out / "build_engine.sh"
     script.write_text(eb.build_script(argv))
@@ -33,7 +37,7 @@ def engine(ctx: StepContext) -> None:
     status = {"onnx": eb.ONNX, "mode": mode, "command": argv, **env.as_dict()}
     if env.can_build:
         ctx.log.info("engine: building with TensorRT %s (%s)", env.tensorrt, mode)
-        facts = eb.build_engine(ctx.inputs["qdq"] / eb.ONNX, ctx.out / eb.ENGINE, mode, float_nodes,
+        facts = eb.build_engine(src / eb.ONNX, ctx.out / eb.ENGINE, mode, float_nodes,
                                 timing_cache=ctx.out / eb.TIMING_CACHE)
         status.update(facts, engine=eb.ENGINE)
     else:

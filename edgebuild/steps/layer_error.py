@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 
+from edgebuild.artifact import artifact_dir
 from edgebuild.engine import StepContext, step
 
 
 @step("layer_error", version=1, config=("model.imgsz", "validation.layer_error_images"),
-      upstream=("export", "calibset", "?calibrate", "?tflite", "?qdq"),
+      upstream=("export", "calibset", "?calibrate", "?tflite", "?qdq", "?precision_search"),
       applies=lambda cfg: cfg.precision.mode != "fp16",
       artifacts=("layer_error.json",), isolate=True)
 def layer_error(ctx: StepContext) -> None:
@@ -35,11 +36,11 @@ def layer_error(ctx: StepContext) -> None:
         from edgebuild.tflite.layer_error import collect
 
         rows = collect((inp["calibrate"] / "calibrated.tflite").read_bytes(),
-                       (inp["tflite"] / "model.tflite").read_bytes(), images())
+                       (artifact_dir(inp) / "model.tflite").read_bytes(), images())
     else:
         from edgebuild.tensorrt.layer_error import collect
 
-        rows = collect(inp["export"] / "model.onnx", inp["qdq"] / "model_qdq.onnx", images())
+        rows = collect(inp["export"] / "model.onnx", artifact_dir(inp) / "model_qdq.onnx", images())
     (ctx.out / "layer_error.json").write_text(json.dumps(
         {"backend": backend, "images": total, "tensors": len(rows), "rows": rows}, indent=1))
     if rows:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgebuild.artifact import artifact_dir
 from edgebuild.engine import StepContext, step
 from edgebuild.resolve import config_slice
 
@@ -22,15 +23,13 @@ def _json(path: Path) -> dict | None:
 
 
 def artifact_meta(inputs: dict[str, Path]) -> dict | None:
-    for name in ("tflite", "qdq"):
-        if name in inputs:
-            return _json(inputs[name] / "meta.json")
-    return None
+    d = artifact_dir(inputs)
+    return _json(d / "meta.json") if d is not None else None
 
 
-@step("report", version=2, config=("validation.max_map_drop",) + SUMMARY_KEYS,
+@step("report", version=3, config=("validation.max_map_drop",) + SUMMARY_KEYS,
       upstream=("validate_float", "validate", "export", "?tflite", "?qdq", "?compile", "?engine",
-                "?layer_error"),
+                "?layer_error", "?precision_search"),
       artifacts=("report.json", "report.html"))
 def report(ctx: StepContext) -> None:
     from edgebuild.report.build import build_report
@@ -47,6 +46,7 @@ def report(ctx: StepContext) -> None:
         compile_result=_json(inp["compile"] / "compile.json") if "compile" in inp else None,
         engine_status=_json(inp["engine"] / "engine.json") if "engine" in inp else None,
         layer_error=_json(inp["layer_error"] / "layer_error.json") if "layer_error" in inp else None,
+        precision_search=_json(inp["precision_search"] / "search.json") if "precision_search" in inp else None,
     )
     (ctx.out / "report.json").write_text(json.dumps(rep, indent=1))
     page = render(rep, _json(inp["validate_float"] / "predictions.json"), _json(inp["validate"] / "predictions.json"))

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from edgebuild.digest import file_sha256
+from edgebuild.artifact import artifact
 from edgebuild.engine import StepContext, step
 
 log = logging.getLogger("edgebuild")
@@ -25,15 +26,6 @@ def _val_files(cfg) -> dict:
 
     ds, split, key = open_dataset(cfg), cfg.validation.split, "validation.split"
     return {"val": ds.definition_files(split) + ds.image_files(split, key) + ds.label_files(split, key)}
-
-
-def artifact(inputs: dict[str, Path]) -> tuple[str, Path, Path]:
-    """(kind, model file, meta.json) of the deployable artifact among the upstream outputs."""
-    if "tflite" in inputs:
-        return "tflite", inputs["tflite"] / "model.tflite", inputs["tflite"] / "meta.json"
-    if "qdq" in inputs:
-        return "onnx-qdq", inputs["qdq"] / "model_qdq.onnx", inputs["qdq"] / "meta.json"
-    return "onnx-float", inputs["export"] / "model.onnx", inputs["export"] / "meta.json"
 
 
 def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path) -> None:
@@ -87,7 +79,7 @@ def validate_float(ctx: StepContext) -> None:
     run_validation(ctx, "onnx-float", ctx.inputs["export"] / "model.onnx", ctx.inputs["export"] / "meta.json")
 
 
-@step("validate", version=1, config=CONFIG, upstream=("export", "?tflite", "?qdq"), files=_val_files,
+@step("validate", version=1, config=CONFIG, upstream=("export", "?tflite", "?qdq", "?precision_search"), files=_val_files,
       artifacts=())
 def validate(ctx: StepContext) -> None:
     """The deployable artifact on the runtime that will run it (LiteRT for TFLite, onnxruntime for QDQ ONNX)."""

@@ -35,7 +35,7 @@ def activation_pairs(model: onnx.ModelProto) -> dict[str, tuple[str, list[str]]]
     return pairs
 
 
-def _outputs(model: onnx.ModelProto, names: list[str]):
+def session_with_outputs(model: onnx.ModelProto, names: list[str]):
     from edgebuild.quant.correction import session
     from edgebuild.tensorrt.qdq import with_outputs
 
@@ -46,8 +46,8 @@ def _outputs(model: onnx.ModelProto, names: list[str]):
 def collect(float_onnx: Path, qdq_onnx: Path, images: Iterable[np.ndarray]) -> list[dict]:
     """SQNR rows (worst first) of every quantized activation of `qdq_onnx` vs `float_onnx`, on NCHW float32 images."""
     pairs = activation_pairs(onnx.load(str(qdq_onnx)))
-    q, q_in, q_out = _outputs(onnx.load(str(qdq_onnx)), [dq for dq, _ in pairs.values()])
-    f, f_in, f_out = _outputs(onnx.load(str(float_onnx)), list(pairs))
+    q, q_in, q_out = session_with_outputs(onnx.load(str(qdq_onnx)), [dq for dq, _ in pairs.values()])
+    f, f_in, f_out = session_with_outputs(onnx.load(str(float_onnx)), list(pairs))
     pairs = {x: v for x, v in pairs.items() if v[0] in q_out and (x in f_out or x == f_in)}
     acc = SQNR({x: ", ".join(names) for x, (_, names) in pairs.items()})
     xs, dqs = [x for x in pairs if x != f_in], [dq for dq, _ in pairs.values()]
