@@ -24,7 +24,7 @@ def _drop(base=1.5):
 
 
 def _cands():  # ranked by a sensitivity that disagrees with the measured gain
-    return [Candidate(x, x, s) for x, s in (("a", 9.0), ("b", 5.0), ("c", 3.0), ("d", 1.0))]
+    return lambda: [Candidate(x, x, s) for x, s in (("a", 9.0), ("b", 5.0), ("c", 3.0), ("d", 1.0))]
 
 
 def test_all_int8_within_budget_keeps_zero_layers_and_evaluates_once():
@@ -118,3 +118,51 @@ def test_budget_defaults_to_the_gate_minus_a_margin():
     assert budget(cfg) == pytest.approx(1.0 - MARGIN)
     cfg = schema.validate(OmegaConf.create({"precision": {"mode": "auto", "auto": {"max_drop": 0.4}}}))
     assert budget(cfg) == 0.4
+
+
+# ---------------------------------------------------------------- through the CLI (slow)
+
+def _dataset_with_unreadable_val(tmp_path, shared_data):
+    """shapes-hard's train split (linked) and a val split of garbage: images no decoder reads, labels no parser takes."""
+    src = shared_data / "shapes-hard"
+    d = tmp_path / "data"
+    for sub in ("images", "labels"):
+        (d / sub / "val").mkdir(parents=True)
+        (d / sub / "train").symlink_to(src / sub / "train")
+    for i in range(4):
+        (d / "images" / "val" / f"v{i}.jpg").write_bytes(b"not an image " * 8)
+        (d / "labels" / "val" / f"v{i}.txt").write_text("not a label\n")
+    (d / "data.yaml").write_text((src / "data.yaml").read_text())
+    return d / "data.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["cpu_det", "orin_nano_det"])
+def test_search_never_reads_the_val_split_and_builds_the_chosen_layers(recipe, tmp_path, shared_data, cache_dir):
+    """precision=auto with an unreachable budget (max_drop=0): the search tries its candidates and builds the
+    artifact with one layer float, on held-back train images; the val split is garbage, so the first step that
+    reads it (validate_float, after the search) fails with the error naming it."""
+    import json
+
+    from tests.cli import error_paragraph, run
+
+    data = _dataset_with_unreadable_val(tmp_path, shared_data)
+    proc = run(f"+recipe={recipe}", "precision=auto", f"dataset.path={data}", "dataset.on_corrupt=error",
+               "calibration.count=32", "calibration.correction=none", "precision.auto.images=40",
+               "precision.auto.candidates=2", "precision.auto.max_float_layers=1", "precision.auto.max_drop=0",
+               "precision.auto.rank_images=2", "validation.layer_error_images=1", f"hydra.run.dir={tmp_path / 'run'}",
+               cache=cache_dir)
+    assert proc.returncode == 2 and "images/val/v" in error_paragraph(proc), proc.stderr[-3000:]
+    [entry] = list((cache_dir / "steps" / "precision_search").iterdir())
+    result = json.loads((entry / "search.json").read_text())
+    assert result["images"] == 40 and result["split"] == "train" and not result["budget_met"]
+    assert len(result["singles"]) == 2 and len(result["curve"]) == 2 and result["evaluations"] == 3
+    best = min(result["curve"], key=lambda p: (p["drop"], len(p["layers"])))
+    assert result["float_layers"] == best["layers"] and result["drop"] == best["drop"]
+    meta = json.loads((entry / "meta.json").read_text())
+    if recipe == "cpu_det":
+        assert meta["quantization"]["float_layers"] == result["float_layers"]
+        assert bool(meta["float_ops"]) == bool(result["float_layers"])
+    else:
+        assert meta["quantization"]["float_nodes"] == result["float_layers"]
+        assert (entry / "model_qdq.onnx").is_file() and (entry / "calibration.cache").is_file()

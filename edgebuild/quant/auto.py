@@ -1,8 +1,8 @@
 """precision=auto, backend-neutral: the fewest layers kept float (TFLite) / FP16 (TensorRT) whose search-set drop
 meets the budget.
 
-The backend supplies `candidates` (layers ranked by per-layer error of the all-int8, corrected artifact, most
-sensitive first) and `drop(layers)`: the mAP50-95 drop in points, float vs the artifact built with those layers
+The backend supplies `candidates()` (layers ranked by per-layer error of the all-int8, corrected artifact, most
+sensitive first; only called when the all-int8 model misses the budget) and `drop(layers)`: the mAP50-95 drop in points, float vs the artifact built with those layers
 kept float, on the search images (held back from calibration, never the val split). The search:
 
 1. the all-int8 model (no layer float): within budget -> done, zero layers;
@@ -26,11 +26,10 @@ class Candidate:
     score: float      # sensitivity from the per-layer error (higher = more sensitive)
 
 
-def search(candidates: list[Candidate], drop: Callable[[list[str]], float], budget: float, max_layers: int,
+def search(candidates: Callable[[], list[Candidate]], drop: Callable[[list[str]], float], budget: float, max_layers: int,
            progress: Callable[[int, int, str], None] | None = None) -> dict:
     """-> {"float_layers", "drop", "budget", "budget_met", "curve": [{"layers", "drop"}], "singles": [...]}."""
-    total = 1 + (len(candidates) + max(0, max_layers - 1) if max_layers > 0 else 0)
-    done = 0
+    total, done = 1, 0
 
     def evaluate(layers: list[str]) -> float:
         nonlocal done
@@ -42,8 +41,10 @@ def search(candidates: list[Candidate], drop: Callable[[list[str]], float], budg
 
     curve = [{"layers": [], "drop": evaluate([])}]
     singles: list[dict] = []
-    if curve[0]["drop"] > budget and max_layers > 0 and candidates:
-        for c in candidates:
+    ranked = candidates() if curve[0]["drop"] > budget and max_layers > 0 else []
+    total += len(ranked) + max(0, max_layers - 1) if ranked else 0
+    if ranked:
+        for c in ranked:
             singles.append({"layer": c.layer, "label": c.label, "score": c.score, "drop": evaluate([c.layer])})
         order = sorted(singles, key=lambda r: (r["drop"], -r["score"]))
         curve.append({"layers": [order[0]["layer"]], "drop": order[0]["drop"]})

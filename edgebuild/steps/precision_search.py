@@ -78,13 +78,11 @@ def precision_search(ctx: StepContext) -> None:
     limit = budget(cfg)
     ctx.log.info("precision_search: %d search images held back from %r, budget %.2f pt", len(samples),
                  cfg.calibration.split, limit)
-    candidates = backend.candidates(int(a.candidates), int(a.rank_images))
-
     def drop(layers: list[str]) -> float:
         model, meta = backend.build(layers, ctx.out / "candidate")
         return gate(reference, metrics(model, meta), limit)["drop"]
 
-    result = search(candidates, drop, limit, int(a.max_float_layers), progress=ctx.progress)
+    result = search(lambda: backend.candidates(int(a.candidates), int(a.rank_images)), drop, limit, int(a.max_float_layers), progress=ctx.progress)
     for f in ctx.out.glob("candidate*"):
         f.unlink()
     model, meta = backend.build(result["float_layers"], ctx.out / "model")
