@@ -40,6 +40,7 @@ class Console:
         self.tty = _isatty(stream) if tty is None else tty
         self._bar = None
         self._bar_key: tuple[str, str] | None = None
+        self._status = False
         self._lock = threading.Lock()
 
     # -- lines --------------------------------------------------------------------------------------------------
@@ -50,8 +51,19 @@ class Console:
             return
         with self._lock:
             self._clear_bar()
-            self.stream.write(text + "\n")
+            self.stream.write(("\r\x1b[K" if self._status else "") + text + "\n")
             self.stream.flush()
+            self._status = False
+
+    def status(self, text: str) -> None:
+        """A transient line on a terminal (e.g. "building..."), replaced by the next line or bar; nothing elsewhere."""
+        if self.quiet or self.verbose or not self.tty:
+            return
+        with self._lock:
+            self._clear_bar()
+            self.stream.write("\r\x1b[K" + text[: self._width() - 1])
+            self.stream.flush()
+            self._status = True
 
     def lines(self, text: str, *, always: bool = False) -> None:
         for t in text.splitlines():
@@ -78,12 +90,22 @@ class Console:
 
         if self._bar is None or self._bar_key != (step, what) or self._bar.total != total:
             self._clear_bar()
-            self._bar = tqdm(total=total, desc=label, file=self.stream, leave=False, dynamic_ncols=True,
+            self._bar = tqdm(total=total, desc=label, file=self.stream, leave=False, ncols=self._width(),
                              bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
             self._bar_key = (step, what)
         self._bar.update(max(0, done - self._bar.n))
         if done >= total:
             self._clear_bar()
+
+    def _width(self) -> int:
+        """The terminal's width (a terminal that does not say, e.g. a fresh pty: $COLUMNS, else 100), at most 120."""
+        try:
+            cols = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            cols = 0
+        if cols < 40:
+            cols = int(os.environ.get("COLUMNS", "0") or 0) or 100
+        return min(cols, 120)
 
     def _clear_bar(self) -> None:
         if self._bar is not None:
@@ -112,19 +134,24 @@ class Console:
 
 @contextmanager
 def redirect_fds(path: Path):
-    """fds 1 and 2 -> `path` (appended), restored afterwards."""
+    """fds 1 and 2 -> `path` (appended), and sys.stdout/sys.stderr with them (in case they had been replaced by
+    objects that do not write to fds 1/2); all restored afterwards."""
     for s in (sys.stdout, sys.stderr):
         _flush(s)
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     saved = os.dup(1), os.dup(2)
+    streams = sys.stdout, sys.stderr
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
         yield
     finally:
         for s in (sys.stdout, sys.stderr):
             _flush(s)
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])

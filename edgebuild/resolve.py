@@ -201,7 +201,7 @@ def changes(now: dict, before: dict | None) -> list[Change]:
     return out
 
 
-MAX_REASON = 100  # characters of a plan line's reason; `edgebuild-plan --explain STEP` has it in full
+MAX_REASON = 120  # characters of a plan line's reason; `edgebuild-plan --explain STEP` has it in full
 
 
 def why_rebuild(found: list[Change], had_previous: bool, rebuilt_upstream: list[str], context: str,
@@ -215,6 +215,10 @@ def why_rebuild(found: list[Change], had_previous: bool, rebuilt_upstream: list[
         reason = "; ".join(parts)
         if len(reason) <= MAX_REASON:
             return reason
+        for n in range(len(parts) - 1, 0, -1):  # as many whole changes as fit, then a pointer to the rest
+            more = f" (+{len(parts) - n} more: --explain {step})"
+            if len("; ".join(parts[:n])) + len(more) <= MAX_REASON:
+                return "; ".join(parts[:n]) + more
         more = f" (+{len(parts) - 1} more: --explain {step})" if len(parts) > 1 else ""
         return _clip(parts[0], MAX_REASON - len(more)) + more
     if rebuilt_upstream:

@@ -47,6 +47,7 @@ def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, con
             hit = path is not None
             if not hit:
                 log.info("[%d/%d] %s: building (%s)", i, total, ps.name, ps.reason or "not cached")
+                console.status(f"{step_label(i, total)} {ps.name:<15} building...")
                 step_log = log_dir / f"{ps.name}.log" if log_dir is not None else None
                 path = _build(ps, cache, cfg, results, isolate and ps.kind.isolate, console, step_log)
         cache.remember(ps.name, ps.inputs, context)

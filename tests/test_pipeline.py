@@ -75,7 +75,7 @@ def test_changing_the_method_keeps_export_calibset_and_conversion(demo):
     lines = {line.split()[1]: line for line in proc.stdout.splitlines() if line.strip().startswith("[")}
     for name in ("export", "calibset", "tfconvert", "validate_float"):
         assert lines[name].rstrip().endswith("cached"), lines[name]
-    assert "calibration.method: 'percentile' -> 'minmax'" in lines["calibrate"]
+    assert "calibration.method: 'percentile' → 'minmax'" in lines["calibrate"]
     assert "build" in lines["tflite"] and "upstream calibrate changed" in lines["tflite"], lines["tflite"]
     for name in ("validate", "report", "compile"):
         assert "build" in lines[name] and "upstream tflite changed" in lines[name], lines[name]
