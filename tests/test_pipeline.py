@@ -60,6 +60,19 @@ def test_demo_builds_int8_tflite_and_report(demo):
     assert meta["layout"] == "split_ltrb" and len(meta["names"]) == meta["nc"]
 
 
+def test_cold_demo_piped_console_is_short_and_verbose_shows_third_party(demo):
+    from tests.test_console_cli import THIRD_PARTY
+
+    out = demo["proc"].stdout + demo["proc"].stderr
+    assert out.count("\n") <= 40, out
+    assert not THIRD_PARTY.search(out), out
+    assert "XNNPACK" in (demo["run"] / "logs" / "validate.log").read_text()
+    proc = run("+recipe=demo", f"hydra.run.dir={demo['outs']}/verbose", "validation.max_images=20",
+               "build.verbose=true", cache=demo["cache"])  # re-runs the validate steps (LiteRT) only
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "XNNPACK" in proc.stdout + proc.stderr, "build.verbose=true shows third-party output live"
+
+
 def test_second_build_is_all_hits(demo):
     plan = build(demo, "again")
     assert built(plan) == set()
