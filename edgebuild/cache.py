@@ -2,7 +2,9 @@
 
 Layout under the cache root:
     steps/<kind>/<key>/            a published entry: the step's files + MANIFEST.json (digests of all files)
-    steps/<kind>/latest.json       inputs of the last entry used for <kind>, so the plan can say what changed
+    steps/<kind>/latest.json       inputs of the last entry used for <kind>
+    steps/<kind>/last/<ctx>.json   inputs of the last entry used for <kind> by one recipe on one target, so the plan
+                                   can say what changed for *this* recipe
     tmp/                           entries being built (renamed into place when complete)
     locks/<key>.lock               one builder per key across processes
     quarantine/                    corrupt entries moved aside
@@ -11,6 +13,7 @@ An entry without a valid MANIFEST.json is never treated as complete.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -106,17 +109,27 @@ class Cache:
             raise
         return final
 
-    def remember(self, kind: str, inputs: dict) -> None:
+    def remember(self, kind: str, inputs: dict, context: str | None = None) -> None:
+        """Record the inputs of the entry just used (per kind, and per context: recipe + target)."""
         try:
             _write_json(self.root / "steps" / kind / "latest.json", inputs)
+            if context is not None:
+                _write_json(self._context_file(kind, context), {"context": context, "inputs": inputs})
         except OSError:
             pass  # advisory only
 
-    def last_inputs(self, kind: str) -> dict | None:
+    def last_inputs(self, kind: str, context: str | None = None) -> dict | None:
+        """Inputs of the last entry used for `kind` (by `context` when given: None if that context never built it)."""
         try:
-            return json.loads((self.root / "steps" / kind / "latest.json").read_text())
-        except (OSError, ValueError):
+            if context is None:
+                return json.loads((self.root / "steps" / kind / "latest.json").read_text())
+            doc = json.loads(self._context_file(kind, context).read_text())
+            return doc["inputs"] if doc.get("context") == context else None
+        except (OSError, ValueError, KeyError):
             return None
+
+    def _context_file(self, kind: str, context: str) -> Path:
+        return self.root / "steps" / kind / "last" / f"{hashlib.sha256(context.encode()).hexdigest()[:20]}.json"
 
     def _quarantine(self, path: Path) -> None:
         dest = self.root / "quarantine" / f"{path.name}-{uuid.uuid4().hex[:8]}"

@@ -16,7 +16,6 @@ Step modules live in `edgebuild.steps` and are discovered automatically.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +86,16 @@ class StepContext:
     inputs: dict[str, Path] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("edgebuild"))
+    progress_sink: Callable[[str, int, int, str], None] | None = None   # edgebuild.console; None: plain lines
     _last_progress: float = 0.0
 
     def progress(self, done: int, total: int, what: str = "") -> None:
-        """Progress line for long loops; printed at most twice a second, and always at the end."""
+        """Progress of a long loop (a bar on a terminal, edgebuild.console); reported at most 5 times a second,
+        and always at the end."""
         now = time.monotonic()
-        if done < total and now - self._last_progress < 0.5:
+        if done < total and now - self._last_progress < 0.2:
             return
         self._last_progress = now
-        print(f"  {self.name}: {what} {done}/{total}".rstrip(), file=sys.stderr, flush=True)
+        from edgebuild.console import plain_sink
+
+        (self.progress_sink or plain_sink)(self.name, done, total, what)

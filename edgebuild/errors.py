@@ -22,3 +22,13 @@ class GateFailed(EdgebuildError):
     """The accuracy gate rejected the quantized model (exit code 3)."""
 
     exit_code = 3
+
+
+class StepFailed(EdgebuildError):
+    """A step crashed (not a user error the step itself diagnosed): names the step, its log and the last relevant
+    lines of the underlying error (exit code 1)."""
+
+    exit_code = 1
+
+    def __init__(self, where: str, problem: str, fix: str):
+        super().__init__(where, problem, fix)

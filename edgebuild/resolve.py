@@ -20,7 +20,8 @@ class PlannedStep:
     upstream: dict[str, str]             # upstream name -> its key
     files: dict[str, Any]                # declared input files (Path or list[Path])
     cached: bool = False
-    reason: str = ""
+    reason: str = ""                     # one short line: why it re-runs (empty when cached)
+    changes: list["Change"] = field(default_factory=list)   # in full, for `edgebuild-plan --explain STEP`
 
     @property
     def name(self) -> str:
@@ -30,6 +31,7 @@ class PlannedStep:
 @dataclass
 class Plan:
     steps: list[PlannedStep] = field(default_factory=list)
+    context: str = ""                    # "RECIPE on TARGET": whose previous builds the reasons compare with
 
     def __getitem__(self, name: str) -> PlannedStep:
         return next(s for s in self.steps if s.name == name)
@@ -100,7 +102,7 @@ def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, Step
     for kind in kinds:
         if kind.precheck:
             kind.precheck(cfg)
-    plan, keys = Plan(), {}
+    plan, keys = Plan(context=plan_context(cfg)), {}
     memo = DigestMemo(cache.root / "digests.json" if cache is not None else None)
     for kind in kinds:
         ups = [u for u in kind.required_upstream()] + [u for u in kind.optional_upstream() if u in keys]
@@ -119,37 +121,143 @@ def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, Step
         step = PlannedStep(kind, key, inputs, upstream, files)
         if cache is not None:
             step.cached = cache.peek(kind.name, key)
-            step.reason = "" if step.cached else why_rebuild(inputs, cache.last_inputs(kind.name))
+            if not step.cached:
+                before = cache.last_inputs(kind.name, plan.context)
+                step.changes = changes(inputs, before)
+                step.reason = why_rebuild(step.changes, before is not None, [u for u in ups if not plan[u].cached],
+                                          plan.context, kind.name)
         plan.steps.append(step)
     memo.save()
     return plan
 
 
-def why_rebuild(now: dict, before: dict | None) -> str:
-    """Which declared input differs from the last build of this step kind."""
+def plan_context(cfg: DictConfig) -> str:
+    """Whose previous builds a plan compares with: the recipe on its target."""
+    recipe = OmegaConf.select(cfg, "recipe", default="") or "(no recipe)"
+    return f"{recipe} on {OmegaConf.select(cfg, 'target.name', default='?')}"
+
+
+@dataclass
+class Change:
+    """One input that differs from the previous build of the same recipe and target."""
+    what: str            # "config" | "version" | "upstream" | "files" | "environment"
+    name: str
+    before: Any = None
+    after: Any = None
+
+    def short(self) -> str:
+        if self.what == "config" and _is_collection(self.before, self.after):
+            return f"{self.name} changed ({_size(self.before)} → {_size(self.after)} entries)"
+        if self.what == "config":
+            return f"{self.name}: {_short(self.before)} → {_short(self.after)}"
+        if self.what == "version":
+            return f"step version {self.before} → {self.after}"
+        if self.what == "upstream":
+            return f"upstream {self.name} changed"
+        if self.what == "files":
+            return f"input files {self.name!r} changed"
+        keys = sorted(k for k in set(self.before or {}) | set(self.after or {})
+                      if (self.before or {}).get(k) != (self.after or {}).get(k))
+        return "environment changed (" + ", ".join(
+            f"{k}: {_short((self.before or {}).get(k))} → {_short((self.after or {}).get(k))}" for k in keys[:2]) + ")"
+
+    def full(self) -> str:
+        import json
+
+        dump = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
+        return f"{self.what} {self.name}:\n      before: {dump(self.before)}\n      now:    {dump(self.after)}"
+
+
+def _is_collection(*values) -> bool:
+    return any(isinstance(v, (list, tuple, dict)) for v in values)
+
+
+def _size(v) -> str:
+    return str(len(v)) if isinstance(v, (list, tuple, dict)) else _short(v)
+
+
+def _short(v: Any, width: int = 32) -> str:
+    return _clip(repr(v), width)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def changes(now: dict, before: dict | None) -> list[Change]:
+    """Every declared input that differs from `before` (the previous build of the same recipe and target)."""
     if before is None:
-        return "never built in this cache"
-    changes = []
+        return []
+    out = []
     if now["version"] != before.get("version"):
-        changes.append(f"step version {before.get('version')} -> {now['version']}")
-    for key in sorted(set(now["config"]) | set(before.get("config", {}))):
-        if now["config"].get(key) != before.get("config", {}).get(key):
-            changes.append(f"{key}: {before.get('config', {}).get(key)!r} -> {now['config'].get(key)!r}")
-    for up in sorted(set(now["upstream"]) | set(before.get("upstream", {}))):
-        if now["upstream"].get(up) != before.get("upstream", {}).get(up):
-            changes.append(f"upstream {up} changed")
-    for name in sorted(set(now["files"]) | set(before.get("files", {}))):
-        if now["files"].get(name) != before.get("files", {}).get(name):
-            changes.append(f"file(s) {name} changed")
+        out.append(Change("version", "version", before.get("version"), now["version"]))
+    for what in ("config", "upstream", "files"):
+        a, b = before.get(what, {}), now[what]
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out.append(Change(what, key, a.get(key), b.get(key)))
     if now["environment"] != before.get("environment", {}):
-        changes.append("environment changed")
-    return "; ".join(changes) or "entry missing or evicted"
+        out.append(Change("environment", "environment", before.get("environment", {}), now["environment"]))
+    return out
+
+
+MAX_REASON = 120  # characters of a plan line's reason; `edgebuild-plan --explain STEP` has it in full
+
+
+def why_rebuild(found: list[Change], had_previous: bool, rebuilt_upstream: list[str], context: str,
+                step: str) -> str:
+    """One short, true line: what changed since this recipe's previous build on this target, else what is
+    not in the cache."""
+    if had_previous:
+        if not found:
+            return "entry missing or evicted from the cache"
+        parts = [c.short() for c in found]
+        reason = "; ".join(parts)
+        if len(reason) <= MAX_REASON:
+            return reason
+        for n in range(len(parts) - 1, 0, -1):  # as many whole changes as fit, then a pointer to the rest
+            more = f" (+{len(parts) - n} more: --explain {step})"
+            if len("; ".join(parts[:n])) + len(more) <= MAX_REASON:
+                return "; ".join(parts[:n]) + more
+        more = f" (+{len(parts) - 1} more: --explain {step})" if len(parts) > 1 else ""
+        return _clip(parts[0], MAX_REASON - len(more)) + more
+    if rebuilt_upstream:
+        return "not in cache: upstream " + ", ".join(rebuilt_upstream[:2]) + \
+            (" re-run" if len(rebuilt_upstream) > 1 else " re-runs")
+    return f"not in cache: no earlier build of {context} here"
+
+
+MAX_LINE = 160
 
 
 def format_plan(plan: Plan) -> str:
-    lines = ["edgebuild plan:"]
+    """One line per step (at most MAX_LINE characters): cached, or built and why."""
+    n = len(plan.steps)
+    lines = [f"plan ({plan.context}): {sum(s.cached for s in plan.steps)} of {n} steps cached"]
     for i, s in enumerate(plan.steps, 1):
-        state = "cached" if s.cached else f"build  ({s.reason})"
-        deps = ", ".join(s.upstream) or "-"
-        lines.append(f"  [{i}/{len(plan.steps)}] {s.name:<15} {s.key[:12]}  <- {deps:<40} {state}")
+        state = "cached" if s.cached else f"build   {s.reason}"
+        line = f"  {step_label(i, n)} {s.name:<15} {state}"
+        lines.append(_clip(line, MAX_LINE))
     return "\n".join(lines)
+
+
+def step_label(i: int, n: int) -> str:
+    """"[3/10] " padded to one width, so the step names line up."""
+    return f"[{i}/{n}]".ljust(len(f"[{n}/{n}]"))
+
+
+def explain(plan: Plan, name: str) -> str:
+    """Everything about one planned step: key, upstream, config slice, and each change in full."""
+    import json
+
+    s = plan[name]
+    out = [f"step {name} ({plan.context}): {'cached' if s.cached else 'builds'}", f"  key: {s.key}",
+           f"  upstream: {', '.join(f'{u} {k[:12]}' for u, k in s.upstream.items()) or '-'}",
+           f"  reason: {s.reason or '-'}", "  config:"]
+    out += [f"    {k}: {json.dumps(v, default=str)}" for k, v in s.inputs["config"].items()]
+    if s.inputs["environment"]:
+        out.append(f"  environment: {json.dumps(s.inputs['environment'], default=str)}")
+    out.append("  changed since the previous build of this recipe and target:" if s.changes else
+               "  changes: none recorded (cached, or no previous build of this recipe and target)")
+    out += [f"    {c.full()}" for c in s.changes]
+    return "\n".join(out)

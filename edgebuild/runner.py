@@ -4,7 +4,9 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing
+import re
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -13,9 +15,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from edgebuild.cache import Cache, no_space
+from edgebuild.console import Console, ProgressRelay, QueueSink
 from edgebuild.engine import StepContext, registry
-from edgebuild.errors import EdgebuildError
-from edgebuild.resolve import Plan, PlannedStep, slice_config
+from edgebuild.errors import EdgebuildError, StepFailed
+from edgebuild.resolve import Plan, PlannedStep, plan_context, slice_config, step_label
 
 log = logging.getLogger("edgebuild")
 
@@ -30,9 +33,13 @@ class StepResult:
     reason: str
 
 
-def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True) -> dict[str, StepResult]:
+def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, console: Console | None = None,
+            log_dir: Path | None = None) -> dict[str, StepResult]:
+    """Run the plan. `console`: where step lines and progress go (default: plain lines on stderr); `log_dir`:
+    each built step's own output (third-party logs included) goes to log_dir/<step>.log instead of the console."""
+    console = console or Console(stream=sys.stderr, tty=False)
     results: dict[str, StepResult] = {}
-    total = len(plan.steps)
+    total, context = len(plan.steps), plan_context(cfg)
     for i, ps in enumerate(plan.steps, 1):
         t0 = time.monotonic()
         with cache.lock(ps.key):
@@ -40,23 +47,31 @@ def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True) -> 
             hit = path is not None
             if not hit:
                 log.info("[%d/%d] %s: building (%s)", i, total, ps.name, ps.reason or "not cached")
-                path = _build(ps, cache, cfg, results, isolate and ps.kind.isolate)
-        cache.remember(ps.name, ps.inputs)
+                console.status(f"{step_label(i, total)} {ps.name:<15} building...")
+                step_log = log_dir / f"{ps.name}.log" if log_dir is not None else None
+                path = _build(ps, cache, cfg, results, isolate and ps.kind.isolate, console, step_log)
+        cache.remember(ps.name, ps.inputs, context)
         seconds = time.monotonic() - t0
         results[ps.name] = StepResult(ps.name, ps.key, path, hit, seconds, "" if hit else ps.reason)
-        log.info("[%d/%d] %s: %s in %.1fs", i, total, ps.name, "cached" if hit else "built", seconds)
+        console.line(f"{step_label(i, total)} {ps.name:<15} {'cached' if hit else 'built':<6} {seconds:6.1f}s")
     return results
 
 
-def _build(ps: PlannedStep, cache: Cache, cfg: DictConfig, done: dict[str, StepResult], isolate: bool) -> Path:
+def _build(ps: PlannedStep, cache: Cache, cfg: DictConfig, done: dict[str, StepResult], isolate: bool,
+           console: Console, step_log: Path | None = None) -> Path:
     inputs = {name: done[name].path for name in ps.upstream}
     tmp = cache.new_tmp(ps.name)
-    ctx = StepContext(ps.name, slice_config(cfg, ps.kind.config), tmp, inputs, dict(ps.files))
+    ctx = StepContext(ps.name, slice_config(cfg, ps.kind.config), tmp, inputs, dict(ps.files),
+                      progress_sink=console.progress)
     try:
-        if isolate and not _in_daemon_worker():
-            _run_isolated(ps.name, ctx)
-        else:
-            ps.kind.run(ctx)
+        try:
+            with console.capture(step_log):
+                if isolate and not _in_daemon_worker():
+                    _run_isolated(ps.name, ctx, console)
+                else:
+                    ps.kind.run(ctx)
+        finally:
+            console.end_progress()
         for name, up in inputs.items():
             if not cache.verify(up):
                 raise RuntimeError(f"step {ps.name!r} modified its input {name!r} at {up}; steps must treat inputs as read-only")
@@ -65,10 +80,41 @@ def _build(ps: PlannedStep, cache: Cache, cfg: DictConfig, done: dict[str, StepR
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
             raise no_space(cache.root, ps.name) from None
-        raise
-    except BaseException:
+        raise step_failed(ps.name, e, step_log) from e
+    except (EdgebuildError, KeyboardInterrupt, SystemExit):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise step_failed(ps.name, e, step_log) from e
+
+
+NOISE = re.compile(r"cuInit|cuda drivers|absl::InitializeLog|oneDNN|cpu_feature_guard|XNNPACK delegate|"
+                   r"experimental_preserve_all_tensors|TF_ENABLE_ONEDNN_OPTS|rebuild TensorFlow", re.I)
+RELEVANT = re.compile(r"error|exception|failed|fatal|abort|killed|not supported|invalid", re.I)
+
+
+def relevant_lines(text: str, n: int = 6) -> list[str]:
+    """The last `n` lines of a log or traceback that look like the error (known startup noise left out); else the
+    last `n` non-empty lines."""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip() and not NOISE.search(ln)]
+    hits = [ln for ln in lines if RELEVANT.search(ln) and not ln.lstrip().startswith("File ")]
+    return (hits or lines)[-n:]
+
+
+def step_failed(name: str, e: BaseException, step_log: Path | None) -> StepFailed:
+    """The error for a crashed step: which step, its log, and the last lines of the underlying error."""
+    detail = str(e).strip()
+    summary = detail.splitlines()[-1] if detail else ""
+    logged = ""
+    if step_log is not None and step_log.is_file():
+        logged = step_log.read_text(errors="replace")[-200_000:]
+    lines = relevant_lines(logged + "\n" + detail)
+    shown = "".join(f"\n  | {ln[:200]}" for ln in lines)
+    where = f"step {name!r}" + (f" (its output: {step_log})" if step_log is not None else "")
+    fix = (f"read {step_log} for the full output; " if step_log is not None else "") + \
+        "rerun with build.verbose=true to see it live, and report it if the inputs are valid."
+    return StepFailed(where, f"failed with {type(e).__name__}: {summary[:300]}. Last relevant lines:{shown}\n", fix)
 
 
 def _in_daemon_worker() -> bool:
@@ -76,8 +122,9 @@ def _in_daemon_worker() -> bool:
     return multiprocessing.current_process().daemon
 
 
-def _run_isolated(name: str, ctx: StepContext) -> None:
-    """Run the step in a fresh spawned process so heavy frameworks (torch, TensorFlow) never share one."""
+def _run_isolated(name: str, ctx: StepContext, console: Console) -> None:
+    """Run the step in a fresh spawned process so heavy frameworks (torch, TensorFlow) never share one. The child
+    inherits fds 1/2 (the step's log while the console captures); its progress comes back through a queue."""
     payload = (name, OmegaConf.to_container(ctx.cfg), str(ctx.out), {k: str(v) for k, v in ctx.inputs.items()},
                ctx.files)
     # A spawned child re-applies the parent's default start method; inside joblib's loky workers that is "loky",
@@ -86,26 +133,37 @@ def _run_isolated(name: str, ctx: StepContext) -> None:
     foreign = method not in (None, "spawn", "fork", "forkserver")
     if foreign:
         multiprocessing.set_start_method("spawn", force=True)
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_ignore_sigint)
+    mp = multiprocessing.get_context("spawn")
     try:
-        pool.submit(_child, payload).result()
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; only this process handles it
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.terminate()
-        raise
+        with ProgressRelay(mp, console.progress) as relay:
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=mp, initializer=_child_init,
+                                       initargs=(relay.queue,))
+            try:
+                pool.submit(_child, payload).result()
+            except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; only this process handles it
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         if foreign:
             multiprocessing.set_start_method(method, force=True)
 
 
-def _ignore_sigint() -> None:
+_CHILD_SINK: QueueSink | None = None  # set once per child process by _child_init
+
+
+def _child_init(queue) -> None:
     """In the step's child: a terminal's Ctrl-C would otherwise land anywhere in the step (TensorFlow prints
-    "Exception ignored ... KeyboardInterrupt" tracebacks from finalizers and carries on); the parent stops it."""
+    "Exception ignored ... KeyboardInterrupt" tracebacks from finalizers and carries on); the parent stops it.
+    Progress and edgebuild's warnings go to the parent through `queue`."""
     import signal
 
+    global _CHILD_SINK
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _CHILD_SINK = QueueSink(queue)
+    logging.getLogger("edgebuild").addHandler(_CHILD_SINK.handler())
 
 
 def _child(payload) -> None:
@@ -113,7 +171,7 @@ def _child(payload) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     sub = OmegaConf.create(cfg)
     OmegaConf.set_readonly(sub, True)
-    ctx = StepContext(name, sub, Path(out), {k: Path(v) for k, v in inputs.items()}, files)
+    ctx = StepContext(name, sub, Path(out), {k: Path(v) for k, v in inputs.items()}, files, progress_sink=_CHILD_SINK)
     try:
         registry()[name].run(ctx)
     except EdgebuildError:
@@ -121,9 +179,14 @@ def _child(payload) -> None:
     except Exception as e:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the cache disk filled up: a user error, not a crash
             raise no_space(Path(out).parents[1], name) from None
-        import traceback  # keep the remote traceback readable in the parent
+        import traceback  # keep the remote traceback readable in the parent (and in the step's log)
 
-        raise RuntimeError(f"step {name!r} failed:\n{traceback.format_exc()}") from e
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        raise RuntimeError(f"step {name!r} failed:\n{text}") from e
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def publish_run_dir(results: dict[str, StepResult], plan: Plan, run_dir: Path) -> list[Path]:

@@ -125,7 +125,10 @@ class BuildSettings:
     cache_dir: Optional[str] = doc("Step cache; default $EDGEBUILD_CACHE, else the user cache dir.", None)
     plan: bool = doc("Print the plan (steps, keys, cached or why not) and exit.", False)
     isolate: bool = doc("Run heavy steps in a child process (torch and TensorFlow never share one).", True)
-    verbose: bool = doc("Show tracebacks with errors.", False)
+    verbose: bool = doc("Show third-party output (TensorFlow, converters) live and tracebacks with errors; "
+                        "otherwise it goes to the run's logs/<step>.log.", False)
+    explain: Optional[str] = doc("With build.plan: print this step's inputs and what changed, in full "
+                                 "(`edgebuild-plan --explain STEP`).", None)
 
 
 @dataclass

@@ -105,4 +105,22 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         rows = write_summary(sweep_dir)
-        log.info("sweep summary: %s (%d jobs)", sweep_dir / "summary.html", len(rows))
+        print(console_table(rows, sweep_dir), flush=True)
+
+
+def console_table(rows: list[dict], sweep_dir: Path) -> str:
+    """The sweep at a glance (target, drop, gate, latency, size) and where the full summary is."""
+    from edgebuild.report.summary import shown
+
+    def num(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    head = f"{'job':<5} {'target':<10} {'drop pt':>8} {'gate':<5} {'latency ms':>10} {'size MB':>8}  status"
+    lines = [f"sweep: {len(rows)} jobs", head]
+    for r in rows:
+        size = r["quant_bytes"] / 1e6 if isinstance(r["quant_bytes"], (int, float)) else None
+        lines.append(f"{r['job'].split('_')[0]:<5} {r['target'] or '-':<10} {num(r['gate_drop'], '8.2f'):>8} "
+                     f"{r['gate'] if r['status'] == 'ok' else '-':<5} {num(r['quant_latency_ms'], '10.1f'):>10} "
+                     f"{num(size, '8.2f'):>8}  {r['status']}")
+    lines.append(f"summary: {shown(sweep_dir / 'summary.csv')}, {shown(sweep_dir / 'summary.html')}")
+    return "\n".join(lines)

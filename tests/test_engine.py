@@ -53,13 +53,14 @@ def test_second_build_is_all_hits_and_plan_says_why(tmp_path, weights, monkeypat
     monkeypatch.setenv("ENGINEKIT_COUNTER", str(counter))
     plan, results = enginekit.build(tmp_path / "c", weights)
     assert [r.hit for r in results.values()] == [False, False, False]
-    assert all(s.reason == "never built in this cache" for s in plan.steps)
+    assert plan["t_source"].reason == "not in cache: no earlier build of (no recipe) on cpu here"
+    assert plan["t_slow"].reason == "not in cache: upstream t_source re-runs"
     plan, results = enginekit.build(tmp_path / "c", weights)
     assert all(r.hit for r in results.values()) and all(s.cached for s in plan.steps)
     assert len(counter.read_text().splitlines()) == 3
     plan = make_plan(enginekit.config("calibration.method=percentile"), Cache(tmp_path / "c"), enginekit.kinds(weights))
     assert plan["t_source"].cached and not plan["t_slow"].cached
-    assert "calibration.method: 'minmax' -> 'percentile'" in plan["t_slow"].reason
+    assert "calibration.method: 'minmax' → 'percentile'" in plan["t_slow"].reason
     assert plan["t_sink"].reason == "upstream t_slow changed"
 
 

@@ -60,6 +60,19 @@ def test_demo_builds_int8_tflite_and_report(demo):
     assert meta["layout"] == "split_ltrb" and len(meta["names"]) == meta["nc"]
 
 
+def test_cold_demo_piped_console_is_short_and_verbose_shows_third_party(demo):
+    from tests.test_console_cli import THIRD_PARTY
+
+    out = demo["proc"].stdout + demo["proc"].stderr
+    assert out.count("\n") <= 40, out
+    assert not THIRD_PARTY.search(out), out
+    assert "XNNPACK" in (demo["run"] / "logs" / "validate.log").read_text()
+    proc = run("+recipe=demo", f"hydra.run.dir={demo['outs']}/verbose", "validation.max_images=20",
+               "build.verbose=true", cache=demo["cache"])  # re-runs the validate steps (LiteRT) only
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "XNNPACK" in proc.stdout + proc.stderr, "build.verbose=true shows third-party output live"
+
+
 def test_second_build_is_all_hits(demo):
     plan = build(demo, "again")
     assert built(plan) == set()
@@ -75,10 +88,11 @@ def test_changing_the_method_keeps_export_calibset_and_conversion(demo):
     lines = {line.split()[1]: line for line in proc.stdout.splitlines() if line.strip().startswith("[")}
     for name in ("export", "calibset", "tfconvert", "validate_float"):
         assert lines[name].rstrip().endswith("cached"), lines[name]
-    assert "calibration.method: 'percentile' -> 'minmax'" in lines["calibrate"]
+    assert "calibration.method: 'percentile' → 'minmax'" in lines["calibrate"]
     assert "build" in lines["tflite"] and "upstream calibrate changed" in lines["tflite"], lines["tflite"]
-    for name in ("validate", "report", "compile"):
+    for name in ("validate", "compile"):
         assert "build" in lines[name] and "upstream tflite changed" in lines[name], lines[name]
+    assert "build" in lines["report"] and "--explain report" in lines["report"], lines["report"]  # too many to list
 
 
 def test_demo_resolves_to_the_projects_own_assets():
