@@ -153,7 +153,7 @@ def test_search_never_reads_the_val_split_and_builds_the_chosen_layers(recipe, t
                "precision.auto.rank_images=2", "validation.layer_error_images=1", f"hydra.run.dir={tmp_path / 'run'}",
                cache=cache_dir)
     assert proc.returncode == 2 and "images/val/v" in error_paragraph(proc), proc.stderr[-3000:]
-    [entry] = list((cache_dir / "steps" / "precision_search").iterdir())
+    [entry] = [p for p in (cache_dir / "steps" / "precision_search").iterdir() if len(p.name) == 64]
     result = json.loads((entry / "search.json").read_text())
     assert result["images"] == 40 and result["split"] == "train" and not result["budget_met"]
     assert len(result["singles"]) == 2 and len(result["curve"]) == 2 and result["evaluations"] == 3

@@ -41,8 +41,8 @@ def metrics(run_dir: Path) -> dict:
 
 
 def entries(cache: Path) -> list[Path]:
-    """Every published-looking entry: steps/<kind>/<key>/."""
-    return sorted(p for p in (cache / "steps").glob("*/*") if p.is_dir())
+    """Every published-looking entry: steps/<kind>/<key>/ (a key is 64 hex digits; `last/` holds plan reasons)."""
+    return sorted(p for p in (cache / "steps").glob("*/*") if p.is_dir() and len(p.name) == 64)
 
 
 def steps_of(run_dir: Path) -> dict[str, bool]:

@@ -85,10 +85,15 @@ def precision_search(ctx: StepContext) -> None:
     result = search(lambda: backend.candidates(int(a.candidates), int(a.rank_images)), drop, limit, int(a.max_float_layers), progress=ctx.progress)
     for f in ctx.out.glob("candidate*"):
         f.unlink()
-    model, meta = backend.build(result["float_layers"], ctx.out / "model")
+    int8_cost = backend.cost(*backend.int8())
+    if result["float_layers"]:
+        model, meta = backend.build(result["float_layers"], ctx.out / "model")
+        auto_cost = backend.cost(model, meta)
+    else:  # all-int8 meets the budget: the artifact is the tflite/qdq step's, byte for byte
+        meta, auto_cost = backend.copy_int8(ctx.out), int8_cost
     result.update(backend=backend.name, images=len(samples), split=cfg.calibration.split,
                   rank_images=int(a.rank_images), float_reference=reference["bbox"]["map50_95"],
-                  cost={"int8": backend.cost(*backend.int8()), "auto": backend.cost(model, meta)})
+                  cost={"int8": int8_cost, "auto": auto_cost})
     meta["quantization"]["auto"] = {k: result[k] for k in ("float_layers", "drop", "budget", "budget_met")}
     (ctx.out / "meta.json").write_text(json.dumps(meta, indent=1))
     (ctx.out / "search.json").write_text(json.dumps(result, indent=1))
@@ -103,6 +108,15 @@ class _Backend:
 
     def __init__(self, ctx: StepContext):
         self.ctx, self.cfg, self.inp = ctx, ctx.cfg, ctx.inputs
+
+    def copy_int8(self, out: Path) -> dict:
+        """The int8 artifact's files into `out`; returns its meta with quantization.mode auto."""
+        path, meta = self.int8()
+        for f in path.parent.iterdir():
+            if f.is_file():
+                shutil.copyfile(f, out / f.name)
+        meta["quantization"]["mode"] = "auto"
+        return meta
 
     def rank_images(self, n: int, layout: str):
         from edgebuild.data.stream import iter_calibration
