@@ -25,6 +25,8 @@ def doc(text: str, default: Any = MISSING, choices: tuple = (), factory: Any = M
 @dataclass
 class ModelConfig:
     name: str = doc("Short model name used in reports.", "model")
+    arch: str = doc("Architecture and task tag of the model group (yolov8n-det, yolo11n-seg, ...); recipes name "
+                    "their weights file with it (shapes-hard-${model.arch}.pt), so model=GROUP swaps both.", "")
     weights: str = doc("Ultralytics .pt checkpoint or YOLO .onnx (relative to the cwd), or builtin:demo-det.",
                        "builtin:demo-det")
     task: str = doc("detect or segment; must match the weights.", "detect", ("detect", "segment"))

@@ -109,3 +109,14 @@ def test_finetune_without_onnx2torch_is_one_paragraph(monkeypatch):
     with pytest.raises(EdgebuildError, match=r"calibration\.correction: finetune runs the model in torch, but "
                                              r"onnx2torch is not installed.*Fix: pip install 'edgebuild\[tensorrt\]'"):
         require_torch(OmegaConf.create({"calibration": {"correction": "finetune"}}))
+
+
+@pytest.mark.parametrize("recipe,model,weights", [("imx93_det", "yolo11n_det", "shapes-hard-yolo11n-det.pt"),
+                                                  ("cpu_det", "yolov8n_det", "shapes-hard-yolov8n-det.pt"),
+                                                  ("imx95_seg", "yolo11n_seg", "shapes-hard-yolo11n-seg.pt")])
+def test_model_group_swaps_the_recipes_shared_weights(recipe, model, weights):
+    """`+recipe=imx93_det model=yolo11n_det` builds YOLO11 from its own shared weights, never the recipe's YOLOv8."""
+    proc = run(f"+recipe={recipe}", f"model={model}", "--cfg", "job", "--resolve")
+    assert proc.returncode == 0, proc.stderr
+    assert f"weights: ../shared/data/weights/{weights}" in proc.stdout
+    assert f"name: {weights[:-3]}" in proc.stdout

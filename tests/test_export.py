@@ -149,8 +149,8 @@ def test_builtin_weights_without_demo_resolver(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ slow: real exports
-def _weights(shared_data, task):
-    return shared_data / "weights" / f"shapes-hard-yolov8n-{'seg' if task == 'segment' else 'det'}.pt"
+def _weights(shared_data, task, arch="yolov8n"):
+    return shared_data / "weights" / f"shapes-hard-{arch}-{'seg' if task == 'segment' else 'det'}.pt"
 
 
 def run_export(out: Path, *overrides: str) -> Path:
@@ -171,15 +171,16 @@ _EXPORTS: dict = {}
 
 @pytest.fixture(scope="module")
 def exported(shared_data, tmp_path_factory):
-    """(task, layout) -> (step output dir, seconds); each exported once per module."""
-    def get(task, layout):
-        if (task, layout) not in _EXPORTS:
+    """(task, layout[, arch]) -> (step output dir, seconds); each exported once per module."""
+    def get(task, layout, arch="yolov8n"):
+        key = (task, layout) if arch == "yolov8n" else (task, layout, arch)
+        if key not in _EXPORTS:
             t0 = time.monotonic()
-            out = run_export(tmp_path_factory.mktemp(f"{task}-{layout}") / "out",
-                             f"model.weights={_weights(shared_data, task)}", f"model.task={task}",
+            out = run_export(tmp_path_factory.mktemp(f"{arch}-{task}-{layout}") / "out",
+                             f"model.weights={_weights(shared_data, task, arch)}", f"model.task={task}",
                              f"model.imgsz={IMGSZ}", f"decoder.layout={layout}")
-            _EXPORTS[(task, layout)] = (out, time.monotonic() - t0)
-        return _EXPORTS[(task, layout)][0]
+            _EXPORTS[key] = (out, time.monotonic() - t0)
+        return _EXPORTS[key][0]
     return get
 
 
@@ -259,6 +260,26 @@ def test_layout_matches_ultralytics_pytorch(task, layout, exported, val_images, 
     print(f"\n{task}/{layout}: max abs error {errs}, export {_EXPORTS[(task, layout)][1]:.1f}s")
     for name, e in errs.items():
         assert e <= TOL[name], f"{name}: max error {e} > {TOL[name]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["split", "split_ltrb", "split_dfl"])
+def test_yolo11_detect_matches_ultralytics_pytorch(layout, exported, shared_data, val_images):
+    """The trained YOLO11n (C3k2 + C2PSA attention) on real val images, against Ultralytics' own PyTorch forward."""
+    out = exported("detect", layout, "yolo11n")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["nc"] == 10 and meta["strides"] == [8, 16, 32] and meta["layout"] == layout
+    assert meta["source"]["weights"] == "shapes-hard-yolo11n-det.pt"
+    if "yolo11n" not in _REF11:
+        _REF11["yolo11n"] = _ultralytics_outputs(_weights(shared_data, "detect", "yolo11n"), val_images)
+    errs = _max_errors(out / "model.onnx", meta, val_images, _REF11["yolo11n"])
+    print(f"\nyolo11n detect/{layout}: max abs error {errs}, export {_EXPORTS[('detect', layout, 'yolo11n')][1]:.1f}s")
+    assert set(errs) == {"boxes", "scores"}
+    for name, e in errs.items():
+        assert e <= TOL[name], f"{name}: max error {e} > {TOL[name]}"
+
+
+_REF11: dict = {}
 
 
 @pytest.mark.slow

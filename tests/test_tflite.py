@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 SIZE = 64
 
 
-def tiny_onnx(path: Path, size: int = SIZE) -> Path:
-    """images [1,3,S,S] -> boxes [1,N,4] (softmax over 16 bins, then a fixed 'DFL' 1x1 conv), scores [1,N,3]."""
+def tiny_onnx(path: Path, size: int = SIZE, grouped: str = "") -> Path:
+    """images [1,3,S,S] -> boxes [1,N,4] (softmax over 16 bins, then a fixed 'DFL' 1x1 conv), scores [1,N,3].
+    grouped: insert a 3x3 grouped conv with this node name after the stem (in YOLO11's C2PSA the `pe` conv is
+    depthwise over a reshaped tensor, so onnx2tf takes its grouped-conv route: a Keras layer named after the node)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -38,7 +40,7 @@ def tiny_onnx(path: Path, size: int = SIZE) -> Path:
               (np.array([1, 3, n], np.int64), "s3")]]
     nodes = [
         helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[4, 4], name="conv1"),
-        helper.make_node("Relu", ["c1"], ["f"]),
+        helper.make_node("Relu", ["c1"], ["f0" if grouped else "f"]),
         helper.make_node("Conv", ["f", "wb", "bb"], ["b0"], name="conv_box"),
         helper.make_node("Reshape", ["b0", "s1"], ["b1"]),
         helper.make_node("Transpose", ["b1"], ["b2"], perm=[0, 2, 1, 3]),   # [1,16,4,N]
@@ -51,6 +53,10 @@ def tiny_onnx(path: Path, size: int = SIZE) -> Path:
         helper.make_node("Sigmoid", ["s1r"], ["s2r"]),
         helper.make_node("Transpose", ["s2r"], ["scores"], perm=[0, 2, 1]),
     ]
+    if grouped:
+        wg = rng.normal(0, 0.5, (8, 2, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(wg, "wg"))
+        nodes.insert(2, helper.make_node("Conv", ["f0", "wg"], ["f"], group=4, pads=[1, 1, 1, 1], name=grouped))
     g = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
                           [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, n, 4]),
                            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, 3])], inits)
@@ -93,6 +99,17 @@ def test_saved_model_outputs_keep_onnx_names(tiny):
     assert info["outputs"] == ["boxes", "scores"] and info["input_shape"] == [1, SIZE, SIZE, 3]
     assert set(errors) == {"boxes", "scores"} and max(errors.values()) < 1e-3
     assert not (Path.cwd() / "calibration_image_sample_data_20x128x128x3_float32.npy").exists()
+
+
+def test_grouped_conv_with_exporter_node_name_converts(tmp_path):
+    """onnx2tf keeps a grouped conv's kernel as a Keras variable named after the ONNX node, and the TorchScript
+    exporter's leading '/' is not a valid TensorFlow root scope (YOLO11's C2PSA `pe` conv, issue 21)."""
+    from edgebuild.tflite.convert import check_against_onnx, onnx_to_saved_model, sample_images
+
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", grouped="/model.10/m/m.0/attn/pe/conv/Conv")
+    info = onnx_to_saved_model(onnx_path, tmp_path / "sm")
+    errors = check_against_onnx(onnx_path, tmp_path / "sm", sample_images(1, size=SIZE), info)
+    assert info["outputs"] == ["boxes", "scores"] and max(errors.values()) < 1e-3
 
 
 def test_int8_contract_uint8_input_int8_outputs_per_channel(tiny):

@@ -77,9 +77,12 @@ def onnx_to_saved_model(onnx_path: Path, out_dir: Path) -> dict:
     with _workdir() as wd:
         private = wd / "model.onnx"
         _slim(onnx_path, private)
-        try:
+        try:  # output_signaturedefs: onnx2tf renames the ONNX exporter's '/model.10/...' names to 'wa/model.10/...';
+            # without it a variable it keeps (YOLO11's C2PSA depthwise `pe` conv kernel) has a name TensorFlow
+            # refuses as a root scope when the SavedModel is written (Ultralytics' export passes it for the same reason)
             model = onnx2tf.convert(input_onnx_file_path=str(private), output_folder_path=str(wd / "tf"),
-                                    disable_model_save=True, non_verbose=True, verbosity="error")
+                                    disable_model_save=True, non_verbose=True, verbosity="error",
+                                    output_signaturedefs=True)
         except Exception as e:  # onnx2tf raises bare exceptions for unsupported graphs
             raise EdgebuildError(str(onnx_path), f"onnx2tf could not convert the model ({type(e).__name__}: {e}).",
                                  "check the export opset (model.opset) and that every op is supported by onnx2tf.") \
