@@ -49,6 +49,19 @@ def test_budget_out_of_reach_returns_the_best_point_and_says_so():
     assert r0["float_layers"] == [] and not r0["budget_met"] and r0["evaluations"] == 1
 
 
+def test_output_noise_and_ranking_by_what_a_layer_does_to_the_outputs():
+    from edgebuild.quant.auto import output_noise, rank_by_output
+
+    rng = np.random.default_rng(0)
+    ref = [{"boxes": rng.normal(0, 100, 5000), "scores": rng.random(20)} for _ in range(3)]
+    noisy = [{"boxes": r["boxes"] + rng.normal(0, 1, 5000), "scores": r["scores"]} for r in ref]
+    assert output_noise(ref, ref) == 0.0
+    assert output_noise(noisy, ref) == pytest.approx(1 / 100 ** 2, rel=0.1)     # boxes' relative noise only
+    effect = {(): 1.0, ("a",): 0.99, ("b",): 0.1, ("c",): 0.5}                  # b matters most to the outputs
+    got = rank_by_output(_cands()(), lambda layers: effect[tuple(layers)] if tuple(layers) in effect else 1.0, 2)
+    assert [c.layer for c in got] == ["b", "c"] and got[0].score == pytest.approx(10.0)
+
+
 def test_keep_float_equals_placing_the_conv_float_before_quantization(tmp_path):
     """Removing a conv's Q/DQ from the finished QDQ model = the model the QDQ writer makes with it float."""
     import onnxruntime as ort

@@ -22,6 +22,7 @@ from edgebuild.steps.calibset import _files as calibset_files, holdout_samples
 
 MARGIN = 0.3  # points: precision.auto.max_drop=null searches for validation.max_map_drop - MARGIN
 LATENCY_RUNS = 20
+POOL = 3  # layers with the largest per-layer error, per candidate, re-ranked by their effect on the outputs
 
 
 def budget(cfg) -> float:
@@ -82,7 +83,21 @@ def precision_search(ctx: StepContext) -> None:
         model, meta = backend.build(layers, ctx.out / "candidate")
         return gate(reference, metrics(model, meta), limit)["drop"]
 
-    result = search(lambda: backend.candidates(int(a.candidates), int(a.rank_images)), drop, limit, int(a.max_float_layers), progress=ctx.progress)
+    def candidates() -> list:
+        from edgebuild.quant.auto import output_noise, rank_by_output
+
+        xs = backend.rank_inputs(int(a.rank_images))
+        ref = [load_runner(inp["export"] / "model.onnx", export_meta).predict(x) for x in xs]
+
+        def noise(layers: list[str]) -> float:
+            model, meta = backend.build(layers, ctx.out / "candidate")
+            runner = load_runner(model, meta)
+            return output_noise((runner.predict(x) for x in xs), ref)
+
+        pool = backend.candidates(POOL * int(a.candidates), int(a.rank_images))
+        return rank_by_output(pool, noise, int(a.candidates), ctx.progress)
+
+    result = search(candidates, drop, limit, int(a.max_float_layers), progress=ctx.progress)
     for f in ctx.out.glob("candidate*"):
         f.unlink()
     int8_cost = backend.cost(*backend.int8())
@@ -112,11 +127,17 @@ class _Backend:
     def copy_int8(self, out: Path) -> dict:
         """The int8 artifact's files into `out`; returns its meta with quantization.mode auto."""
         path, meta = self.int8()
-        for f in path.parent.iterdir():
-            if f.is_file():
-                shutil.copyfile(f, out / f.name)
+        for name in self.files:
+            shutil.copyfile(path.parent / name, out / name)
         meta["quantization"]["mode"] = "auto"
         return meta
+
+    def rank_inputs(self, n: int) -> list:
+        """The first n calibration images, preprocessed as validation does (runner inputs)."""
+        from edgebuild.data.preprocess import preprocess
+
+        manifest = json.loads((self.inp["calibset"] / "manifest.json").read_text())
+        return [preprocess(Path(item["path"]), int(self.cfg.model.imgsz))[0] for item in manifest["items"][:n]]
 
     def rank_images(self, n: int, layout: str):
         from edgebuild.data.stream import iter_calibration
@@ -125,19 +146,17 @@ class _Backend:
                                                  "float32", layout), n)
 
     def cost(self, model: Path, meta: dict) -> dict:
-        from edgebuild.data.preprocess import preprocess
         from edgebuild.metrics.evaluate import measure_latency
         from edgebuild.runtime import load_runner
 
-        manifest = json.loads((self.inp["calibset"] / "manifest.json").read_text())
-        x, _ = preprocess(Path(manifest["items"][0]["path"]), int(self.cfg.model.imgsz))
-        latency = measure_latency(load_runner(model, meta), x, LATENCY_RUNS)
+        latency = measure_latency(load_runner(model, meta), self.rank_inputs(1)[0], LATENCY_RUNS)
         return {"size_bytes": model.stat().st_size, "float_layers": self.float_count(meta),
                 "latency_ms": latency["median_ms"]}
 
 
 class _Tflite(_Backend):
     name = "tflite"
+    files = ("model.tflite", "meta.json")
 
     def int8(self) -> tuple[Path, dict]:
         return self.inp["tflite"] / "model.tflite", json.loads((self.inp["tflite"] / "meta.json").read_text())
@@ -169,6 +188,7 @@ class _Tflite(_Backend):
 
 class _TensorRT(_Backend):
     name = "tensorrt"
+    files = ("model_qdq.onnx", "calibration.cache", "meta.json")
 
     def int8(self) -> tuple[Path, dict]:
         return self.inp["qdq"] / "model_qdq.onnx", json.loads((self.inp["qdq"] / "meta.json").read_text())
