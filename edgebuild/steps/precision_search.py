@@ -22,7 +22,7 @@ from edgebuild.steps.calibset import _files as calibset_files, holdout_samples
 
 MARGIN = 0.3  # points: precision.auto.max_drop=null searches for validation.max_map_drop - MARGIN
 LATENCY_RUNS = 20
-POOL = 3  # layers with the largest per-layer error, per candidate, re-ranked by their effect on the outputs
+POOL = 3  # TFLite: layers with the largest per-layer error, per candidate, re-ranked by their effect on the outputs
 
 
 def budget(cfg) -> float:
@@ -94,7 +94,7 @@ def precision_search(ctx: StepContext) -> None:
             runner = load_runner(model, meta)
             return output_noise((runner.predict(x) for x in xs), ref)
 
-        pool = backend.candidates(POOL * int(a.candidates), int(a.rank_images))
+        pool = backend.candidates(POOL * int(a.candidates) if backend.pooled else None, int(a.rank_images))
         return rank_by_output(pool, noise, int(a.candidates), ctx.progress)
 
     result = search(candidates, drop, limit, int(a.max_float_layers), progress=ctx.progress)
@@ -157,11 +157,12 @@ class _Backend:
 class _Tflite(_Backend):
     name = "tflite"
     files = ("model.tflite", "meta.json")
+    pooled = True   # hundreds of ops, ~1 s to re-quantize each: only the largest lost_db go to the output ranking
 
     def int8(self) -> tuple[Path, dict]:
         return self.inp["tflite"] / "model.tflite", json.loads((self.inp["tflite"] / "meta.json").read_text())
 
-    def candidates(self, count: int, images: int):
+    def candidates(self, count: int | None, images: int):
         from edgebuild.tflite import auto
         from edgebuild.tflite.layer_error import collect
 
@@ -189,11 +190,12 @@ class _Tflite(_Backend):
 class _TensorRT(_Backend):
     name = "tensorrt"
     files = ("model_qdq.onnx", "calibration.cache", "meta.json")
+    pooled = False  # ~60 int8 convs, Q/DQ removal is cheap: every one is ranked by its effect on the outputs
 
     def int8(self) -> tuple[Path, dict]:
         return self.inp["qdq"] / "model_qdq.onnx", json.loads((self.inp["qdq"] / "meta.json").read_text())
 
-    def candidates(self, count: int, images: int):
+    def candidates(self, count: int | None, images: int):
         import onnx
 
         from edgebuild.tensorrt import auto

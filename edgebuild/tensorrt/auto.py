@@ -32,8 +32,8 @@ def conv_inputs(qdq: onnx.ModelProto) -> dict[str, tuple[str, float, int]]:
     return out
 
 
-def candidates(float_onnx, qdq: onnx.ModelProto, images: Iterable[np.ndarray], count: int) -> list[Candidate]:
-    """The `count` convs whose input quantization adds the most noise (lowest local SQNR) on the images."""
+def candidates(float_onnx, qdq: onnx.ModelProto, images: Iterable[np.ndarray], count: int | None) -> list[Candidate]:
+    """The `count` (None: all) convs whose input quantization adds the most noise (lowest local SQNR)."""
     from edgebuild.tensorrt.layer_error import session_with_outputs
 
     convs = conv_inputs(qdq)

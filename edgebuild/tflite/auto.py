@@ -11,7 +11,7 @@ from edgebuild.quant.auto import Candidate
 SKIP_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
-def candidates(rows: list[dict], count: int) -> list[Candidate]:
+def candidates(rows: list[dict], count: int | None) -> list[Candidate]:
     """The `count` ops losing the most dB; a layer is its output tensor name as a precision.float_layers pattern."""
     ranked = sorted((r for r in rows if r["lost_db"] is not None and r["op"] not in SKIP_OPS),
                     key=lambda r: (-r["lost_db"], r["tensor"]))
