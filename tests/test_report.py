@@ -125,6 +125,34 @@ def test_layer_error_table_in_report_json_and_html(metrics_pair):
     assert 'id="layer-error"' not in render(build_report(CONFIG, f, q, 1.5))
 
 
+def _search(layers):
+    """A search.json as the precision_search step writes it."""
+    curve = [{"layers": [], "drop": 1.2}] + [{"layers": layers[:k], "drop": 1.2 - 0.4 * k} for k in range(1, len(layers) + 1)]
+    cost = {"size_bytes": 1000, "float_layers": 0, "latency_ms": 10.0}
+    return {"backend": "tflite", "float_layers": layers, "drop": curve[-1]["drop"], "budget": 0.7,
+            "budget_met": curve[-1]["drop"] <= 0.7, "evaluations": 4, "curve": curve, "images": 200, "split": "train",
+            "singles": [{"layer": x, "label": f"CONV_2D {x}", "score": 1.0, "drop": 0.9} for x in layers],
+            "cost": {"int8": cost, "auto": {**cost, "float_layers": len(layers), "latency_ms": 12.5}}}
+
+
+def test_precision_search_section(metrics_pair):
+    f, q, _, names = metrics_pair
+    page = render(build_report(CONFIG, f, q, 1.5, export_meta={"names": names},
+                               precision_search=_search(["model/a<1>", "model/b"])))
+    assert "Automatic precision" in page and "2 layer(s) kept float" in page and "model/a&lt;1&gt;" in page
+    curve = page[page.index('<table id="precision-curve">'):]
+    assert curve[:curve.index("</table>")].count("<tr>") == 1 + 3      # header + 0, 1, 2 float layers
+    cost = page[page.index('<table id="precision-cost">'):]
+    assert "12.50" in cost[:cost.index("</table>")] and "Budget not met" not in page
+    zero = render(build_report(CONFIG, f, q, 1.5, precision_search={**_search([]), "drop": 0.5, "budget_met": True,
+                                                                      "curve": [{"layers": [], "drop": 0.5}]}))
+    assert "zero layers kept float: the all-int8 model meets the budget" in zero
+    assert 'id="precision-singles"' not in zero
+    assert "Budget not met" in render(build_report(CONFIG, f, q, 1.5, precision_search={
+        **_search(["x"]), "budget_met": False}))
+    assert "Automatic precision" not in render(build_report(CONFIG, f, q, 1.5))
+
+
 # ---------------------------------------------------------------- report step + HTML in headless Chromium
 
 
