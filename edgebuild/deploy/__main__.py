@@ -1,0 +1,3 @@
+from edgebuild.deploy.cli import main
+
+main()
