@@ -101,6 +101,10 @@ def load(bundle: str | Path, delegate: str | None = None, delegate_options: dict
         if not delegate:
             raise EdgebuildError("--delegate auto", f"the bundle for {meta['deploy'].get('target')} names no "
                                  "delegate library.", "pass the delegate's path, or leave --delegate out (CPU).")
+    if delegate:
+        from edgebuild.runtime.litert import check_delegate_path
+
+        check_delegate_path(delegate)
     path = model_file(bundle, meta, delegate, model)
     options = delegate_options
     if delegate and options is None:

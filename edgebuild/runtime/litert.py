@@ -40,12 +40,16 @@ def interpreter_module():
     return interpreter
 
 
-def load_delegate(library: str | Path, options: dict | None = None):
-    """An external delegate (e.g. /usr/lib/libvx_delegate.so) with its options; one error paragraph if it fails."""
+def check_delegate_path(library: str | Path) -> None:
     if not Path(library).is_file():
         raise EdgebuildError(str(library), "the delegate library does not exist.",
-                             "pass the path of the board's delegate .so (the bundle's README names it), or leave "
+                             "pass the path of the board's delegate .so (the bundle's README.md names it), or leave "
                              "--delegate out to run on the CPU.")
+
+
+def load_delegate(library: str | Path, options: dict | None = None):
+    """An external delegate (e.g. /usr/lib/libvx_delegate.so) with its options; one error paragraph if it fails."""
+    check_delegate_path(library)
     opts = {str(k): str(v) for k, v in (options or {}).items()}
     try:
         return interpreter_module().load_delegate(str(library), opts)
