@@ -228,3 +228,98 @@ def test_error_delegate_that_does_not_exist(bundle, image, tmp_path):
 def test_error_packed_bundle_passed_instead_of_directory(bundle, image):
     msg = one_error(deploy_cli("infer", bundle.parent / "deploy.tar.gz", image, cwd=bundle))
     assert "tar xzf" in msg
+
+
+# ---------------------------------------------------------------- slow: real bundles in a runtime-only venv
+
+RECIPES = ("cpu_det", "imx93_det", "imx95_seg")
+# cheap builds: the test checks runner == validate, not accuracy
+CHEAP = ("calibration.count=8", "calibration.correction=none", "validation.max_images=50",
+         "validation.latency_runs=1", "validation.layer_error_images=1")
+RUNTIME_PINS = ("numpy", "opencv-python-headless", "ai-edge-litert")   # the build env's versions, nothing else
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """recipe -> run dir. The three recipes are built once per session, in one process, with only the steps this
+    test reads (deploy and validate and their upstream: no layer_error, validate_float or report)."""
+    base = tmp_path_factory.mktemp("deploy-builds")
+    env = dict(os.environ, YOLO_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "tests.quick_build", str(base), str(base / "cache"), "deploy,validate",
+                           *RECIPES, "--", *CHEAP], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return lambda recipe: base / recipe
+
+
+@pytest.fixture(scope="session")
+def runtime_venv(tmp_path_factory) -> Path:
+    """A fresh virtual environment with only numpy, OpenCV (headless) and ai-edge-litert (and their own deps)."""
+    import importlib.metadata as md
+
+    venv = tmp_path_factory.mktemp("runtime-venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    pins = [f"{p}=={md.version(p)}" for p in RUNTIME_PINS]
+    proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                            check=True).stdout
+    installed = {p["name"].lower().replace("_", "-") for p in json.loads(listed)}
+    assert not installed & {"torch", "tensorflow", "hydra-core", "omegaconf", "onnx", "onnxruntime", "edgebuild",
+                            "ultralytics", "faster-coco-eval"}, installed
+    return py
+
+
+def _validate_detections(run_dir: Path) -> dict:
+    plan = json.loads((run_dir / "plan.json").read_text())
+    entry = Path(next(s["entry"] for s in plan["steps"] if s["name"] == "validate"))
+    return json.loads((entry / "detections.json").read_text())
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_bundle_runner_in_runtime_only_venv_equals_validate(recipe, built, runtime_venv, tmp_path):
+    from faster_coco_eval.core import mask as mask_utils
+
+    run_dir = built(recipe)
+    assert (run_dir / "deploy" / "meta.json").is_file() and (run_dir / "deploy.tar.gz").is_file()
+    with tarfile.open(run_dir / "deploy.tar.gz") as tar:   # run the packed copy: the tarball is complete
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / "deploy"
+    meta = json.loads((bundle / "meta.json").read_text())
+    if recipe == "imx93_det":
+        assert (bundle / "model_vela.tflite").is_file()
+        assert meta["deploy"]["delegate"]["library"] == "/usr/lib/libethosu_delegate.so"
+        assert "--delegate /usr/lib/libethosu_delegate.so" in (bundle / "README.md").read_text()
+    ref = _validate_detections(run_dir)
+    assert len(ref["images"]) == 50
+    conf = 0.25
+    proc = deploy_cli("infer", ".", *[im["image"] for im in ref["images"]], "--conf", conf, "--json",
+                      cwd=bundle, python=str(runtime_venv))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads([ln for ln in proc.stdout.splitlines() if ln.strip()][-1])
+    assert out["model"] == "model.tflite" and out["runtime"] == "litert"
+    compared = masks = 0
+    for want, got in zip(ref["images"], out["images"], strict=True):
+        keep = [i for i, s in enumerate(want["scores"]) if s > conf]   # validate ran at conf 0.001: same NMS above
+        dets = got["detections"]
+        assert len(dets) == len(keep), want["image"]
+        for i, d in zip(keep, dets):
+            assert d["class"] == want["classes"][i] and d["name"] == meta["names"][d["class"]]
+            assert d["score"] == pytest.approx(want["scores"][i], abs=1e-6)
+            np.testing.assert_allclose(d["box"], want["boxes"][i], atol=1e-4)
+            if "masks" in want:
+                h, w = d["mask"]["size"]
+                mine = mask_utils.decode(mask_utils.frPyObjects(d["mask"], h, w))
+                assert _mask_iou(mine, mask_utils.decode(want["masks"][i])) >= 0.999
+                masks += 1
+            compared += 1
+    assert compared > 50                       # real detections were compared, not empty lists
+    assert (masks > 50) == (recipe == "imx95_seg")
