@@ -22,7 +22,7 @@ def detect(outputs: Mapping[str, np.ndarray], meta: Mapping, lb, conf: float, io
 
     NMS is class-aware and multi-label (the Ultralytics validation protocol): every (box, class) pair above
     `conf` is a candidate. `lb` is the LetterboxInfo of the preprocessed image."""
-    dec = decode(outputs, meta)
+    dec = decode(outputs, meta, min_score=conf)   # only anchors NMS can keep: the DFL softmax is the costly part
     det = nms(dec.boxes, dec.scores, conf, iou, max_det)
     det.boxes = lb.unletterbox_boxes(det.boxes)
     return det, dec
