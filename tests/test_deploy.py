@@ -225,6 +225,15 @@ def test_error_delegate_that_does_not_exist(bundle, image, tmp_path):
     assert str(missing) in msg and "delegate" in msg
 
 
+def test_error_engine_where_tensorrt_is_missing(bundle, image):
+    pytest.importorskip("onnxruntime")
+    if subprocess.run([sys.executable, "-c", "import tensorrt"], capture_output=True).returncode == 0:
+        pytest.skip("tensorrt is installed here")
+    (bundle / "model.engine").write_bytes(b"an engine is only read once tensorrt imports")
+    msg = one_error(deploy_cli("infer", ".", image, "--model", "model.engine", cwd=bundle))
+    assert "tensorrt is not importable" in msg and "model_qdq.onnx" in msg
+
+
 def test_error_packed_bundle_passed_instead_of_directory(bundle, image):
     msg = one_error(deploy_cli("infer", bundle.parent / "deploy.tar.gz", image, cwd=bundle))
     assert "tar xzf" in msg
