@@ -53,7 +53,7 @@ def write_bundle(out: Path, files: dict[str, Path], meta: dict, readme: str) -> 
     for name, src in {**files, **runtime_sources()}.items():
         dest = root / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        shutil.copy(src, dest)   # keeps build_engine.sh executable
     (root / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     (root / "labels.txt").write_text("".join(f"{n}\n" for n in meta.get("names") or []))
     (root / "README.md").write_text(readme)
@@ -108,21 +108,21 @@ def readme(meta: dict, files: list[str], sample: str | None) -> str:
         "```",
         install,
         "cd deploy",
-        f"python3 -m edgebuild.deploy infer . {img}                       # CPU ({cpu})",
+        f"python3 -m edgebuild.deploy infer . {img}      # {'onnxruntime' if onnx else 'CPU'}: {cpu}",
         f"python3 -m edgebuild.deploy infer . {img} --save out.jpg --json",
     ]
     if dl and dl.get("library"):
         lines += [
-            f"python3 -m edgebuild.deploy infer . {img} --delegate {dl['library']}   # {dl['board']} NPU "
-            f"({dl['model']})",
+            f"python3 -m edgebuild.deploy infer . {img} --delegate {dl['library']}   # {dl['board']} NPU: "
+            f"{dl['model']}",
             f"python3 -m edgebuild.deploy bench . --delegate {dl['library']}",
         ]
     elif dl and dl["name"] == "tensorrt":
-        lines += ["./build_engine.sh                                          # on the Jetson: writes model.engine",
-                  f"python3 -m edgebuild.deploy infer . {img} --model model.engine   # TensorRT"]
-    lines += ["python3 -m edgebuild.deploy bench .                           # latency per stage", "```", ""]
+        lines += ["./build_engine.sh      # on the Jetson: trtexec writes model.engine",
+                  f"python3 -m edgebuild.deploy infer . {img} --model model.engine      # TensorRT"]
+    lines += ["python3 -m edgebuild.deploy bench .      # latency per stage (median, p90)", "```", ""]
     if dl:
-        lines += [f"{dl['board']}: {dl['note']}", ""]
+        lines += [f"{dl['board']}. {dl['note']}", ""]
     lines += [
         "From Python (run from this directory, or put it on PYTHONPATH):",
         "",
