@@ -1,7 +1,8 @@
 """validate_float and validate: accuracy and host latency of the float ONNX and of the deployable artifact.
 
-Outputs: metrics.json, predictions.json (the report's drawn images) and detections.json (every image's
-detections in original pixels, masks as COCO RLE: what the deploy runner must reproduce, tests/test_deploy.py).
+Outputs: metrics.json, predictions.json (the report's drawn images) and, for the deployable artifact,
+detections.json (every image's detections in original pixels, masks as COCO RLE: what the deploy runner must
+reproduce, tests/test_deploy.py).
 
 Both run the same loop (edgebuild.metrics.evaluate) on the same val samples with the same preprocessing,
 decode, NMS and COCO evaluator; only the model file and its runtime differ.
@@ -39,7 +40,7 @@ def artifact(inputs: dict[str, Path]) -> tuple[str, Path, Path]:
     return "onnx-float", inputs["export"] / "model.onnx", inputs["export"] / "meta.json"
 
 
-def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path) -> None:
+def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path, detections: bool = False) -> None:
     from edgebuild.data.dataset import open_dataset
     from edgebuild.metrics.evaluate import Settings, evaluate_model, measure_latency
     from edgebuild.data.preprocess import preprocess
@@ -56,7 +57,7 @@ def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path) ->
     runner = load_runner(model, meta, threads=THREADS)
     record: list = []
     metrics, drawn = evaluate_model(runner, meta, samples, list(meta.get("names") or ds.names), s, ctx.progress,
-                                    record)
+                                    record if detections else None)
     metrics["skipped"] += len(ds.skipped.get(v.split, []))
     x, _ = preprocess(samples[0].image_path, s.imgsz)
     metrics = {
@@ -72,8 +73,9 @@ def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path) ->
     }
     (ctx.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (ctx.out / "predictions.json").write_text(json.dumps({"names": meta.get("names"), "images": drawn}))
-    (ctx.out / "detections.json").write_text(json.dumps({"names": meta.get("names"), "conf": v.conf, "iou": v.iou,
-                                                         "max_det": v.max_det, "images": record}))
+    if detections:
+        (ctx.out / "detections.json").write_text(json.dumps({"names": meta.get("names"), "conf": v.conf, "iou": v.iou,
+                                                             "max_det": v.max_det, "images": record}))
     b = metrics["bbox"]
     log.info("%s: %s on %d images: box mAP50 %.4f mAP50-95 %.4f", ctx.name, model.name, metrics["images"],
              b["map50"], b["map50_95"])
@@ -99,4 +101,4 @@ def validate_float(ctx: StepContext) -> None:
 def validate(ctx: StepContext) -> None:
     """The deployable artifact on the runtime that will run it (LiteRT for TFLite, onnxruntime for QDQ ONNX)."""
     kind, model, meta = artifact(ctx.inputs)
-    run_validation(ctx, kind, model, meta)
+    run_validation(ctx, kind, model, meta, detections=True)
