@@ -71,6 +71,7 @@ def main() -> None:
                      "val_images": {"images": len(images), "stages": json.loads(sweep.stdout.strip().splitlines()[-1])}})
         print(json.dumps(rows[-1]), flush=True)
     Path(a.out).write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
+                                       "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
                                        "python": platform.python_version(), "conf": 0.25, "rows": rows}, indent=1))
 
 
