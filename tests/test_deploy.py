@@ -187,6 +187,29 @@ def test_bench_cli_reports_stage_latencies(bundle, image):
         assert 0 < s["median_ms"] <= s["p90_ms"]
 
 
+@pytest.mark.parametrize("target, library, npu_model", [
+    ("cpu", None, None), ("imx8mp", "/usr/lib/libvx_delegate.so", "model.tflite"),
+    ("imx93", "/usr/lib/libethosu_delegate.so", "model_vela.tflite"),
+    ("imx95", "/usr/lib/libneutron_delegate.so", "model_neutron.tflite"), ("orin_nano", None, "model.engine")])
+def test_each_target_bundle_names_its_delegate_and_file(target, library, npu_model):
+    import yaml
+
+    t = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "target" / f"{target}.yaml").read_text())
+    model = "model_qdq.onnx" if t["backend"] == "tensorrt" else "model.tflite"
+    meta = deploy_meta(tiny_meta(), t, model, {"iou": 0.7, "max_det": 300})
+    text = readme(meta, [model], "sample.jpg")
+    d = meta["deploy"]
+    assert d["model"] == model and d["target"] == target
+    if npu_model is None:
+        assert d["delegate"] is None and "--delegate" not in text
+        return
+    assert d["delegate"]["library"] == library and d["delegate"]["model"] == npu_model
+    if library:
+        assert f"python3 -m edgebuild.deploy infer . sample.jpg --delegate {library}" in text
+    else:
+        assert "./build_engine.sh" in text and "--model model.engine" in text
+
+
 # ---------------------------------------------------------------- bad input: one error paragraph each
 
 
