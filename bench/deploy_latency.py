@@ -63,8 +63,9 @@ def main() -> None:
         images = [im["image"] for im in json.loads((entry / "detections.json").read_text())["images"]]
         one = subprocess.run([sys.executable, "-m", "edgebuild.deploy", "bench", ".", "--runs", str(a.runs), "--json"],
                              cwd=bundle, env=clean, capture_output=True, text=True, check=True)
-        sweep = subprocess.run([sys.executable, "-c", SWEEP, *images], cwd=bundle, env=clean, capture_output=True,
-                               text=True, check=True)
+        blas = {v: clean.get(v, "1") for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        sweep = subprocess.run([sys.executable, "-c", SWEEP, *images], cwd=bundle, env={**clean, **blas},
+                               capture_output=True, text=True, check=True)   # as `python -m edgebuild.deploy` sets
         b = json.loads(one.stdout.strip().splitlines()[-1])
         rows.append({"recipe": recipe, "model": b["model"], "runtime": b["runtime"], "threads": b["threads"],
                      "bench_sample": {"runs": b["runs"], "detections": b["detections"], "stages": b["stages"]},

@@ -8,7 +8,15 @@
 CLI: `python -m edgebuild.deploy infer BUNDLE IMAGE... [--delegate PATH] [--conf 0.25] [--save out.jpg] [--json]`
 and `python -m edgebuild.deploy bench BUNDLE`. Preprocessing, decode, NMS and masks are the same modules validation
 uses (edgebuild.data.preprocess, edgebuild.postprocess); every bundle carries a copy of them (docs/deploy.md).
+Importing this package imports nothing (the names below load on first use), so `python -m edgebuild.deploy` can
+set numpy's thread environment before numpy loads.
 """
-from edgebuild.deploy.model import Model, Result, load
-
 __all__ = ["Model", "Result", "load"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from edgebuild.deploy import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'edgebuild.deploy' has no attribute {name!r}")
