@@ -112,9 +112,9 @@ def readme(meta: dict, files: list[str], sample: str | None) -> str:
         f"python3 -m edgebuild.deploy infer . {img} --save out.jpg --json",
     ]
     if dl and dl.get("library"):
+        npu = dl["model"] if dl["model"] in files else f"{cpu} ({dl['model']} is not in this bundle, see below)"
         lines += [
-            f"python3 -m edgebuild.deploy infer . {img} --delegate {dl['library']}   # {dl['board']} NPU: "
-            f"{dl['model']}",
+            f"python3 -m edgebuild.deploy infer . {img} --delegate {dl['library']}   # {dl['board']} NPU: {npu}",
             f"python3 -m edgebuild.deploy bench . --delegate {dl['library']}",
         ]
     elif dl and dl["name"] == "tensorrt":

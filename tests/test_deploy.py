@@ -206,6 +206,7 @@ def test_each_target_bundle_names_its_delegate_and_file(target, library, npu_mod
     assert d["delegate"]["library"] == library and d["delegate"]["model"] == npu_model
     if library:
         assert f"python3 -m edgebuild.deploy infer . sample.jpg --delegate {library}" in text
+        assert (npu_model == model) == (f"NPU: {npu_model}" in text)   # only a file the bundle has is named to run
     else:
         assert "./build_engine.sh" in text and "--model model.engine" in text
 
