@@ -51,15 +51,19 @@ def dfl_expectation(logits: np.ndarray, reg_max: int = REG_MAX) -> np.ndarray:
     exactly Ultralytics' DFL module (softmax over the R bins, then sum of p_i * i)."""
     x = np.asarray(logits, np.float32).reshape(len(logits), 4, reg_max)
     e = np.exp(x - x.max(axis=2, keepdims=True))
-    return (e @ np.arange(reg_max, dtype=np.float32)) / e.sum(axis=2)
+    # elementwise sums, not a matmul: each row's result is independent of how many rows are decoded together
+    return (e * np.arange(reg_max, dtype=np.float32)).sum(axis=2) / e.sum(axis=2)
 
 
 def num_anchors(imgsz: int, strides) -> int:
     return sum((int(imgsz) // int(s)) ** 2 for s in strides)
 
 
-def decode(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Decoded:
-    """Raw model outputs (by role) -> Decoded in letterboxed input pixels. See the module docstring."""
+def decode(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any], min_score: float | None = None) -> Decoded:
+    """Raw model outputs (by role) -> Decoded in letterboxed input pixels. See the module docstring.
+
+    min_score: decode only the anchors whose best class score exceeds it (what NMS at conf=min_score can keep);
+    the others are dropped from boxes, scores and mask_coefs. Each kept row is computed exactly as without it."""
     layout = meta.get("layout")
     if layout not in LAYOUTS:
         raise EdgebuildError("meta.json layout", f"{layout!r} is not a known output layout.",
@@ -71,23 +75,26 @@ def decode(outputs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Decode
         fused = _rows(_get(outputs, "fused"), n, None, "fused")          # [4+C(+nm), N]
         if fused.shape[0] < 4 + nc:
             raise _shape_error("fused", fused.shape, f"[4+{nc}(+nm), {n}]")
+        if min_score is not None:
+            fused = fused[:, fused[4:4 + nc].max(0) > min_score]
         xy, wh = fused[0:2].T, fused[2:4].T
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], 1)
         scores = np.ascontiguousarray(fused[4:4 + nc].T)
         coefs = np.ascontiguousarray(fused[4 + nc:].T) if segment else None
     else:
-        if layout == "split_dfl":
-            reg_max = int(meta.get("reg_max", REG_MAX))
-            raw = dfl_expectation(_cols(_get(outputs, "boxes"), n, 4 * reg_max, "boxes"), reg_max)
-        else:
-            raw = _cols(_get(outputs, "boxes"), n, 4, "boxes")
+        reg_max = int(meta.get("reg_max", REG_MAX)) if layout == "split_dfl" else 1
+        raw = _cols(_get(outputs, "boxes"), n, 4 * reg_max, "boxes")
         scores = _cols(_get(outputs, "scores"), n, nc, "scores")
+        rows = slice(None) if min_score is None else np.flatnonzero(scores.max(1) > min_score)
+        scores, raw = scores[rows], raw[rows]
+        if layout == "split_dfl":
+            raw = dfl_expectation(raw, reg_max)
         if layout == "split":
             boxes = raw * np.float32(imgsz)
         else:
             centres, stride = anchor_grid(imgsz, strides)
-            boxes = np.concatenate([centres - raw[:, :2], centres + raw[:, 2:]], 1) * stride
-        coefs = _cols(_get(outputs, "mask_coefs"), n, None, "mask_coefs") if segment else None
+            boxes = np.concatenate([centres[rows] - raw[:, :2], centres[rows] + raw[:, 2:]], 1) * stride[rows]
+        coefs = _cols(_get(outputs, "mask_coefs"), n, None, "mask_coefs")[rows] if segment else None
     protos = _protos(_get(outputs, "protos"), coefs.shape[1], layout) if segment else None
     return Decoded(boxes.astype(np.float32, copy=False), scores.astype(np.float32, copy=False), coefs, protos)
 

@@ -189,18 +189,28 @@ def _child(payload) -> None:
         sys.stderr.flush()
 
 
+TOP_LEVEL = ("deploy", "deploy.tar.gz")   # besides report.*: what a user picks up first goes at the top
+
+
 def publish_run_dir(results: dict[str, StepResult], plan: Plan, run_dir: Path) -> list[Path]:
-    """Copy each step's declared artifacts into the run dir (report.* at the top, the rest under artifacts/)."""
+    """Copy each step's declared artifacts into the run dir (report.* and the deploy bundle at the top, the rest
+    under artifacts/). A directory artifact is copied whole under a .partial name, then renamed into place."""
     copied = []
     for ps in plan.steps:
         for name in ps.kind.artifacts:
             src = results[ps.name].path / name
-            if not src.is_file():
-                continue
-            dest = run_dir / name if name.startswith("report.") else run_dir / "artifacts" / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            top = name.startswith("report.") or name in TOP_LEVEL
+            dest = run_dir / name if top else run_dir / "artifacts" / name
             partial = dest.with_name(dest.name + ".partial")
-            shutil.copyfile(src, partial)
+            if src.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(src, partial)
+                shutil.rmtree(dest, ignore_errors=True)
+            elif src.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, partial)
+            else:
+                continue
             partial.replace(dest)
             copied.append(dest)
     return copied

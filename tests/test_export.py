@@ -79,6 +79,12 @@ def test_decode_all_layouts_agree_with_per_anchor_reference():
         np.testing.assert_array_equal(d.scores, scores)
         np.testing.assert_array_equal(d.mask_coefs, coefs)
         np.testing.assert_array_equal(d.protos, protos)
+        keep = scores.max(1) > 0.6          # min_score decodes only the anchors NMS at that conf can keep, and each
+        sub = decode(outputs, _meta(layout, "segment"), min_score=0.6)      # exactly as the full decode does
+        assert 0 < keep.sum() < n
+        np.testing.assert_array_equal(sub.boxes, d.boxes[keep], err_msg=layout)
+        np.testing.assert_array_equal(sub.scores, scores[keep])
+        np.testing.assert_array_equal(sub.mask_coefs, coefs[keep])
         det = decode({k: v for k, v in outputs.items() if k in ("boxes", "scores", "fused")}, _meta(layout))
         assert det.mask_coefs is None and det.protos is None
         if layout == "fused":  # detect fused carries no coefficient rows

@@ -58,6 +58,10 @@ def test_demo_builds_int8_tflite_and_report(demo):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     meta = json.loads((run_dir / "artifacts" / "meta.json").read_text())
     assert meta["layout"] == "split_ltrb" and len(meta["names"]) == meta["nc"]
+    bundle = run_dir / "deploy"   # the deploy bundle (tests/test_deploy.py runs bundles)
+    assert (bundle / "model.tflite").read_bytes() == (run_dir / "artifacts" / "model.tflite").read_bytes()
+    assert json.loads((bundle / "meta.json").read_text())["deploy"]["model"] == "model.tflite"
+    assert (run_dir / "deploy.tar.gz").is_file() and (bundle / "edgebuild" / "deploy" / "cli.py").is_file()
 
 
 def test_cold_demo_piped_console_is_short_and_verbose_shows_third_party(demo):

@@ -14,8 +14,7 @@ import numpy as np
 
 from edgebuild.errors import EdgebuildError
 from edgebuild.metrics import coco
-from edgebuild.metrics.masks import assemble_masks, encode_rle
-from edgebuild.metrics.nms import nms
+from edgebuild.metrics.masks import encode_rle
 
 log = logging.getLogger("edgebuild")
 DRAW_CONF = 0.25      # detections kept for the report's drawn images
@@ -33,16 +32,12 @@ class Settings:
 
 
 def predict_image(runner, meta: dict, x: np.ndarray, lb, s: Settings):
-    """One preprocessed image -> (Detections with boxes in original pixels, 0/1 masks [H, W, K] | None)."""
-    from edgebuild.layout import decode
+    """One preprocessed image -> (Detections with boxes in original pixels, 0/1 masks [H, W, K] | None).
+    The post-processing is edgebuild.postprocess, the same code the deploy runner uses on the board."""
+    from edgebuild.postprocess import detect, masks
 
-    dec = decode(runner.predict(x), meta)
-    det = nms(dec.boxes, dec.scores, s.conf, s.iou, s.max_det)
-    det.boxes = lb.unletterbox_boxes(det.boxes)  # original pixels, clipped to the image
-    masks = None
-    if dec.protos is not None and dec.mask_coefs is not None:
-        masks = assemble_masks(dec.protos, dec.mask_coefs[det.index], det.boxes, s.imgsz, lb)
-    return det, masks
+    det, dec = detect(runner.predict(x), meta, lb, s.conf, s.iou, s.max_det)
+    return det, masks(dec, det, s.imgsz, lb)
 
 
 def _load(sample, s: Settings):
@@ -57,8 +52,10 @@ def _load(sample, s: Settings):
         return None
 
 
-def evaluate_model(runner, meta: dict, samples: list, names: list[str], s: Settings, progress=None) -> tuple[dict, list]:
-    """-> (metrics dict, predictions for the first `report_images` images)."""
+def evaluate_model(runner, meta: dict, samples: list, names: list[str], s: Settings, progress=None,
+                   record: list | None = None) -> tuple[dict, list]:
+    """-> (metrics dict, predictions for the first `report_images` images). With `record`, every image's
+    detections are appended to it ({"image", "boxes" original pixels xyxy, "scores", "classes"(, "masks" RLE)})."""
     segment = meta.get("task") == "segment"
     kept, dets_bbox, dets_segm, drawn = [], [], [], []
     skipped = 0
@@ -78,6 +75,10 @@ def evaluate_model(runner, meta: dict, samples: list, names: list[str], s: Setti
             dets_bbox.append({**base, "bbox": [x1, y1, x2 - x1, y2 - y1]})
             if rle is not None:
                 dets_segm.append({**base, "segmentation": rle})
+        if record is not None:
+            entry = {"image": str(sample.image_path), "boxes": det.boxes.tolist(), "scores": det.scores.tolist(),
+                     "classes": det.classes.tolist()}
+            record.append({**entry, "masks": rles} if masks is not None else entry)
         if len(drawn) < s.report_images:
             top = det.scores >= DRAW_CONF
             drawn.append({"image": str(sample.image_path), "width": int(lb.orig_w), "height": int(lb.orig_h),

@@ -21,8 +21,10 @@ class Runner(Protocol):
     def predict(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
-def load_runner(path: Path | str, meta: dict, threads: int = 1) -> Runner:
-    """The runner for a model file, chosen by its suffix (.onnx, .tflite, .engine/.plan)."""
+def load_runner(path: Path | str, meta: dict, threads: int = 1, delegate: str | Path | None = None,
+                delegate_options: dict | None = None) -> Runner:
+    """The runner for a model file, chosen by its suffix (.onnx, .tflite, .engine/.plan).
+    `delegate`: an external TFLite delegate library (NPU) with its options; TFLite models only."""
     path = Path(path)
     if not path.is_file():
         raise EdgebuildError(str(path), "model file not found.", "rebuild the step that produces it.")
@@ -34,7 +36,10 @@ def load_runner(path: Path | str, meta: dict, threads: int = 1) -> Runner:
     if suffix == ".tflite":
         from edgebuild.runtime.litert import LiteRTRunner
 
-        return LiteRTRunner(path, meta, threads)
+        return LiteRTRunner(path, meta, threads, delegate, delegate_options)
+    if delegate:
+        raise EdgebuildError("--delegate", f"delegates apply to .tflite models, not {suffix!r}.",
+                             "leave --delegate out for this model.")
     if suffix in (".engine", ".plan"):
         from edgebuild.runtime.tensorrt import TensorRTRunner
 
