@@ -18,6 +18,7 @@ from edgebuild.engine import StepContext, step
       applies=lambda cfg: cfg.precision.mode != "fp16",
       artifacts=("layer_error.json",), isolate=True)
 def layer_error(ctx: StepContext) -> None:
+    from edgebuild.data.preprocess import channel_order
     from edgebuild.data.stream import iter_calibration, manifest_size
 
     inp, imgsz = ctx.inputs, int(ctx.cfg.model.imgsz)
@@ -26,7 +27,8 @@ def layer_error(ctx: StepContext) -> None:
     backend = "tflite" if "tflite" in inp else "tensorrt"
 
     def images():
-        stream = iter_calibration(manifest, imgsz, "float32", "NHWC" if backend == "tflite" else "NCHW")
+        stream = iter_calibration(manifest, imgsz, "float32", "NHWC" if backend == "tflite" else "NCHW",
+                                  channel_order(json.loads((ctx.inputs["export"] / "meta.json").read_text())))
         for i, x in enumerate(itertools.islice(stream, total), 1):
             yield x
             ctx.progress(i, total, "images")
