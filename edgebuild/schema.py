@@ -25,7 +25,8 @@ def doc(text: str, default: Any = MISSING, choices: tuple = (), factory: Any = M
 @dataclass
 class InputConfig:
     mean: list[float] = doc("Per-channel mean in pixel units (0-255), in `order`: the network sees (pixel - mean) / "
-                            "std. Folded into the exported graph, so the board feeds raw bytes.", factory=lambda: [0., 0., 0.])
+                            "std. Folded into the exported graph, so the board feeds raw bytes.",
+                     factory=lambda: [0., 0., 0.])
     std: list[float] = doc("Per-channel std in pixel units (> 0), in `order`; YOLO's default 255 is x / 255.",
                            factory=lambda: [255., 255., 255.])
     order: str = doc("Channel order the network consumes and the board feeds: rgb (Ultralytics) or bgr (OpenCV).",

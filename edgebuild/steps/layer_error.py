@@ -25,10 +25,10 @@ def layer_error(ctx: StepContext) -> None:
     manifest = inp["calibset"] / "manifest.json"
     total = min(int(ctx.cfg.validation.layer_error_images), manifest_size(manifest))
     backend = "tflite" if "tflite" in inp else "tensorrt"
+    order = channel_order(json.loads((inp["export"] / "meta.json").read_text()))
 
     def images():
-        stream = iter_calibration(manifest, imgsz, "float32", "NHWC" if backend == "tflite" else "NCHW",
-                                  channel_order(json.loads((ctx.inputs["export"] / "meta.json").read_text())))
+        stream = iter_calibration(manifest, imgsz, "float32", "NHWC" if backend == "tflite" else "NCHW", order)
         for i, x in enumerate(itertools.islice(stream, total), 1):
             yield x
             ctx.progress(i, total, "images")
