@@ -63,6 +63,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--format", default="saved_model")
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
     a = ap.parse_args()
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -71,9 +72,9 @@ def main() -> int:
 
     if not Path(SAMPLE).is_file():
         np.save(SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
-    w = work / WEIGHTS.name
+    w = work / a.weights.name
     if not w.is_file():
-        shutil.copy2(WEIGHTS, w)
+        shutil.copy2(a.weights, w)
     data = dataset_view(work, a.n)
     from ultralytics import YOLO
 

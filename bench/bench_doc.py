@@ -172,8 +172,20 @@ def write_doc(res: dict) -> str:
         L += ["## Ultralytics `format='tflite', int8=True` (LiteRT path)", "",
               f"- exit code {lt.get('rc')}, wall {_f(lt.get('wall_s'))} s; files: {lt.get('files') or 'none'}; "
               f"missing dependencies: {lt.get('missing_dependencies') or 'none detected'}",
-              "- 8.4.83+ routes `tflite` to `litert` (litert-torch + ai-edge-quantizer); run with YOLO_AUTOINSTALL=False so it "
-              "cannot pip-install into the shared venv. Last log lines:", "", "```", *(lt.get("error_tail") or []), "```", ""]
+              "- 8.4.83+ routes `tflite` to `litert` (litert-torch + ai-edge-quantizer), installed by the bench into its own "
+              "venv (bench/run_all.py `litert_venv`: the project's venv visible through a .pth, nothing installed into it); "
+              f"install: exit {(lt.get('install') or {}).get('rc')}, {_f((lt.get('install') or {}).get('wall_s'))} s, "
+              f"{(lt.get('install') or {}).get('installed') or '-'}; peak RSS of the export {_f(lt.get('peak_rss_mib'))} MiB",
+              ""]
+        if lt.get("scores"):
+            L += ["| file (scored in our evaluator, shapes-hard val) | box mAP50 | box mAP50-95 |", "|---|---|---|"]
+            for kind, sc in lt["scores"].items():
+                m = (sc.get("result") or {}).get("bbox") or {}
+                L.append(f"| {kind} | {_map(m.get('map50'))} | {_map(m.get('map50_95'))} |" if m else
+                         f"| {kind} | not scored: {' / '.join(sc.get('error_tail') or [])[-200:]} | |")
+            L.append("")
+        if lt.get("rc"):
+            L += ["Last log lines:", "", "```", *(lt.get("error_tail") or []), "```", ""]
 
     hot = (c.get("hot") or {}).get("benchmarks") or {}
     if hot:

@@ -128,16 +128,55 @@ def case_upstream(work: Path, n: int, logs: Path) -> dict:
     return r
 
 
-def case_litert(work: Path, n: int, logs: Path) -> dict:
-    d = work / "upstream_litert"
-    r = measure([PY, str(BENCH / "_upstream_export.py"), "--work", str(d), "--n", str(n), "--format", "tflite"],
-                ROOT, logs / "upstream_litert.log", timeout=900)
+LITERT_PACKAGES = ("litert-torch", "ai-edge-quantizer")
+
+
+def litert_venv(work: Path, logs: Path) -> tuple[Path, dict]:
+    """A private venv for Ultralytics' LiteRT route: the project's venv is visible through a .pth (torch, ultralytics,
+    TensorFlow are not reinstalled) but LITERT_PACKAGES and whatever they pull land only here, never in the project's
+    pinned environment. Returns (its python, the install record)."""
+    import site
+
+    venv = work / "litert-venv"
+    py = venv / "bin" / "python"
+    t0 = time.perf_counter()
+    subprocess.run([getattr(sys, "_base_executable", PY), "-m", "venv", str(venv)], check=True)
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "_edgebuild_project_venv.pth").write_text(site.getsitepackages()[0] + "\n")
+    log = logs / "litert_pip.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        rc = subprocess.run([str(py), "-m", "pip", "install", *LITERT_PACKAGES], stdout=f, stderr=subprocess.STDOUT,
+                            timeout=1800).returncode
+    versions = subprocess.run([str(py), "-m", "pip", "list", "--path", purelib, "--format", "json"],
+                              capture_output=True, text=True).stdout
+    return py, {"rc": rc, "wall_s": round(time.perf_counter() - t0, 1), "log": str(log), "tail": tail(log, 3),
+                "installed": {p["name"]: p["version"] for p in json.loads(versions or "[]")
+                              if p["name"] in LITERT_PACKAGES or p["name"].startswith(("litert", "ai-edge"))}}
+
+
+def case_litert(work: Path, n: int, logs: Path, weights: Path | None = None) -> dict:
+    """Ultralytics' export(format="tflite", int8=True) in its own venv (litert_venv), scored in our evaluator."""
+    d = fresh(work / f"upstream_litert_{weights.stem if weights else 'default'}")
+    py, install = litert_venv(work, logs)
+    argv = [str(py), str(BENCH / "_upstream_export.py"), "--work", str(d), "--n", str(n), "--format", "tflite"]
+    r = measure(argv + (["--weights", str(weights)] if weights else []), ROOT, logs / f"{d.name}.log", timeout=1800)
+    r["install"] = install
     text = Path(r["log"]).read_text(errors="replace")
     r["files"] = (last_json(Path(r["log"])) or {}).get("files", [])
     missing = [m for m in ("litert_torch", "litert-torch", "ai-edge-quantizer", "ai_edge_quantizer") if m in text
                and ("not found" in text or "No module named" in text)]
     r["missing_dependencies"] = sorted(set(m.replace("_", "-") for m in missing))
     r["error_tail"] = tail(Path(r["log"]), 8)
+    r["scores"] = {}
+    for f in r["files"]:
+        kind = Path(f).stem
+        s = measure([PY, str(BENCH / "_score_tflite.py"), f], ROOT, logs / f"{d.name}_score_{kind}.log")
+        s["result"] = last_json(Path(s["log"]))
+        if s["result"] is None:
+            s["error_tail"] = tail(Path(s["log"]))
+        r["scores"][kind] = s
     return r
 
 

@@ -23,6 +23,19 @@ def doc(text: str, default: Any = MISSING, choices: tuple = (), factory: Any = M
 
 
 @dataclass
+class InputConfig:
+    mean: list[float] = doc("Per-channel mean in pixel units (0-255), in `order`: the network sees (pixel - mean) / "
+                            "std. Folded into the exported graph, so the board feeds raw bytes.",
+                     factory=lambda: [0., 0., 0.])
+    std: list[float] = doc("Per-channel std in pixel units (> 0), in `order`; YOLO's default 255 is x / 255.",
+                           factory=lambda: [255., 255., 255.])
+    order: str = doc("Channel order the network consumes and the board feeds: rgb (Ultralytics) or bgr (OpenCV).",
+                     "rgb", ("rgb", "bgr"))
+    dtype: Optional[str] = doc("Input type of the quantized model; null = target.input_dtype. Must be one the target "
+                               "accepts (target.input_dtypes).", None, (None, "uint8", "int8", "float32"))
+
+
+@dataclass
 class ModelConfig:
     name: str = doc("Short model name used in reports.", "model")
     arch: str = doc("Architecture and task tag of the model group (yolov8n-det, yolo11n-seg, ...); recipes name "
@@ -34,6 +47,7 @@ class ModelConfig:
     opset: int = doc("ONNX opset of the exported float model.", 17)
     onnx_layout: Optional[str] = doc("For .onnx weights: the layout the file already has.", None,
                                      (None, "split", "split_ltrb", "split_dfl", "fused"))
+    input: InputConfig = field(default_factory=InputConfig)
 
 
 @dataclass
@@ -55,6 +69,8 @@ class TargetConfig:
     compiler_args: list[str] = doc("Extra compiler arguments (argument list, never a shell string).", factory=list)
     per_channel: bool = doc("Per-channel weight quantization (false = per-tensor).", True)
     input_dtype: str = doc("Quantized model input type.", "uint8", ("uint8", "int8", "float32"))
+    input_dtypes: list[str] = doc("Input types the board's runtime accepts (model.input.dtype must be one).",
+                                  factory=lambda: ["uint8", "int8", "float32"])
     supported_ops: Optional[list[str]] = doc("TFLite builtin ops the NPU runs; null = all.", None)
     ops_source: str = doc("Where the supported-op list comes from.", "")
     fail_on_fallback: bool = doc("Fail the build when ops fall back to the CPU.", False)
@@ -193,6 +209,7 @@ def validate(cfg: DictConfig, recipe: str = "") -> DictConfig:
                              "fix the value in the recipe or override.") from None
     _check_choices(typed, BuildConfig, "")
     _check_semantics(typed)
+    _check_input(typed)
     OmegaConf.set_readonly(typed, True)
     return typed
 
@@ -276,3 +293,27 @@ def _check_auto(p) -> None:
     if p.auto.max_drop is not None and p.auto.max_drop < 0:
         raise EdgebuildError("precision.auto.max_drop", f"must be >= 0 points, got {p.auto.max_drop}.",
                              "use e.g. precision.auto.max_drop=0.7, or null for validation.max_map_drop - 0.3.")
+
+
+def _check_input(cfg: DictConfig) -> None:
+    """model.input: 3 means, 3 positive stds, a dtype the target accepts (it then becomes target.input_dtype)."""
+    inp, t = cfg.model.input, cfg.target
+    for key in ("mean", "std"):
+        values = list(inp[key])
+        if len(values) != 3:
+            raise EdgebuildError(f"model.input.{key}", f"has {len(values)} values {values}; the model takes 3 "
+                                 f"channels ({inp.order}), one {key} each, in pixel units (0-255).",
+                                 f"give three values in {inp.order} order, e.g. model.input.{key}="
+                                 f"{'[123.675,116.28,103.53]' if key == 'mean' else '[58.395,57.12,57.375]'}.")
+    bad = [v for v in inp.std if not v > 0]
+    if bad:
+        raise EdgebuildError("model.input.std", f"is {list(inp.std)}: a std of {bad[0]} divides by zero (or flips "
+                             "the sign) when the normalization is folded into the graph.",
+                             "use positive values in pixel units, e.g. model.input.std=[255,255,255] for x / 255.")
+    if inp.dtype is not None:
+        if inp.dtype not in t.input_dtypes:
+            raise EdgebuildError("model.input.dtype", f"is {inp.dtype} but target {t.name} takes "
+                                 f"{' or '.join(t.input_dtypes)} input (target.input_dtypes).",
+                                 f"use model.input.dtype={t.input_dtypes[0]} (or null for the target's default "
+                                 f"{t.input_dtype}), or pick a target that takes {inp.dtype}.")
+        t.input_dtype = inp.dtype

@@ -25,6 +25,11 @@ CASES = [
     (["+recipe=orin_nano_det", "calibration.correction_steps=0"], "calibration.correction_steps", ["at least 1"]),
     (["+recipe=demo", "model.imgsz=100"], "model.imgsz", ["multiple of the model stride 32", "use 96"]),
     (["+recipe=demo", "+model._target_=os.system"], "model._target_", ["instantiate"]),
+    (["+recipe=demo", "model.input.mean=[0,0]"], "model.input.mean", ["has 2 values", "three values"]),
+    (["+recipe=demo", "model.input.std=[58,0,57]"], "model.input.std", ["divides by zero", "positive"]),
+    (["+recipe=demo", "model.input.order=yuv"], "model.input.order", ["'yuv' is not allowed", "rgb, bgr"]),
+    (["+recipe=imx8mp_det", "model.input.dtype=int8"], "model.input.dtype",
+     ["int8 but target imx8mp takes uint8", "model.input.dtype=uint8"]),
     (["+recipe=demo", "hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_", ["instantiate"]),
 ]
 

@@ -134,6 +134,9 @@ def test_precheck_suffix_and_onnx_layout(tmp_path):
     with pytest.raises(EdgebuildError, match=r"model\.onnx_layout: is fused but model.weights is a checkpoint"):
         _precheck(f"model.weights={tmp_path / 'm.pt'}", "model.onnx_layout=fused", "decoder.layout=fused")
     _precheck(f"model.weights={tmp_path / 'm.onnx'}", "model.onnx_layout=fused", "decoder.layout=fused")
+    with pytest.raises(EdgebuildError, match=r"model\.input: sets mean .* ONNX file .*Fix: export from the \.pt"):
+        _precheck(f"model.weights={tmp_path / 'm.onnx'}", "model.onnx_layout=fused", "decoder.layout=fused",
+                  "model.input.std=[58.4,57.1,57.4]")
 
 
 def test_imgsz_not_multiple_of_stride_suggests_nearest():
@@ -454,3 +457,50 @@ def test_yolo11_segment_from_yaml_split_ltrb(tmp_path):
     print(f"\nyolo11n-seg (random init) split_ltrb: max abs error {errs}")
     for name, e in errs.items():
         assert e <= TOL[name], f"{name}: max error {e} > {TOL[name]}"
+
+
+@pytest.mark.slow
+def test_input_normalization_folded_gives_the_float_references_detections(shared_data, tmp_path, val_images):
+    """A network trained on BGR (pixel - mean) / std (here: the shapes-hard YOLOv8n with its first conv re-scaled and
+    its input channels reversed). Exported with model.input = that normalization, the graph takes raw BGR bytes / 255
+    (what the board feeds) and gives the same detections as Ultralytics' PyTorch forward on host-normalized input."""
+    import torch
+    from ultralytics.nn.tasks import load_checkpoint as ultralytics_load
+
+    from edgebuild.data.preprocess import preprocess
+    from edgebuild.metrics.nms import nms
+
+    mean, std = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]  # ImageNet, BGR order
+    model, _ = ultralytics_load(str(_weights(shared_data, "detect")))
+    conv = model.model[0].conv
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight[:, [2, 1, 0]] * torch.tensor(std).view(1, 3, 1, 1) / 255.0)
+    weights = tmp_path / "bgr-imagenet-norm.pt"
+    torch.save({"model": model}, weights)
+
+    out = run_export(tmp_path / "out", f"model.weights={weights}", f"model.imgsz={IMGSZ}", "decoder.layout=split_ltrb",
+                     f"model.input.mean={mean}", f"model.input.std={std}", "model.input.order=bgr")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["input"]["order"] == "bgr" and meta["input"]["mean"] == mean and meta["input"]["std"] == std
+    paths = sorted((shared_data / "shapes-hard" / "images" / "val").glob("*.jpg"))[:N_IMAGES]
+    raw = [preprocess(p, IMGSZ, order="bgr")[0] for p in paths]                      # bytes / 255, BGR
+    assert np.abs(raw[0][:, ::-1] - val_images[0]).max() == 0                          # the same pixels, reversed
+    normalized = [((x * 255 - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1))).astype(np.float32)
+                  for x in raw]
+    refs = _ultralytics_outputs(weights, normalized)
+    errs = _max_errors(out / "model.onnx", meta, raw, refs)
+    print(f"\nnormalized BGR input folded: max abs error {errs}")
+    for name, e in errs.items():
+        assert e <= TOL[name], f"{name}: max error {e} > {TOL[name]}"
+    for x, ref in zip(raw, refs):
+        d = decode(_run_onnx(out / "model.onnx", meta, x), meta)
+        ours, theirs = nms(d.boxes, d.scores, 0.25, 0.7, 300), nms(ref["boxes"], ref["scores"], 0.25, 0.7, 300)
+        assert len(ours.boxes) == len(theirs.boxes) > 0
+        assert np.array_equal(ours.classes, theirs.classes) and np.abs(ours.boxes - theirs.boxes).max() < TOL["boxes"]
+
+
+def test_input_dtype_overrides_the_targets_and_is_checked():
+    assert cfg().target.input_dtype == "uint8" and cfg().model.input.order == "rgb"
+    assert cfg("model.input.dtype=int8").target.input_dtype == "int8"
+    with pytest.raises(EdgebuildError, match=r"model\.input\.dtype: is int8 but target imx8mp takes uint8"):
+        cfg("target.name=imx8mp", "target.input_dtypes=[uint8]", "model.input.dtype=int8")

@@ -167,6 +167,7 @@ def test_layer_error_step_on_a_qdq_model(tmp_path):
     for d in (export, qdir, out):
         d.mkdir()
     path.rename(export / "model.onnx")
+    (export / "meta.json").write_text("{}")   # rgb input, as every export without model.input.order
     q.rename(qdir / "model_qdq.onnx")
     cfg = OmegaConf.create({"model": {"imgsz": 16}, "validation": {"layer_error_images": 2}})  # the tiny model's size
     inputs = {"export": export, "calibset": _calibset(tmp_path, 3, 16), "qdq": qdir}

@@ -1,7 +1,8 @@
 """The ONE preprocessing path (export checks, calibration, validation).
 
 letterbox() reproduces Ultralytics' LetterBox(auto=False, center=True, scaleup=True, padding_value=114,
-interpolation=cv2.INTER_LINEAR) bit for bit, then converts BGR -> RGB. preprocess() adds the dtype
+interpolation=cv2.INTER_LINEAR) bit for bit, then converts BGR -> RGB (or keeps BGR: the model's input
+channel order, meta.json input.order, see channel_order()). preprocess() adds the dtype
 (float32 in [0, 1] or raw uint8) and layout (NCHW or NHWC) with a leading batch dimension of 1.
 LetterboxInfo undoes the geometry (Ultralytics' scale_boxes convention).
 """
@@ -18,6 +19,12 @@ from edgebuild.errors import EdgebuildError
 PAD_VALUE = 114
 DTYPES = ("float32", "uint8")
 LAYOUTS = ("NCHW", "NHWC")
+ORDERS = ("rgb", "bgr")
+
+
+def channel_order(meta: dict) -> str:
+    """The channel order a built model consumes (meta.json input.order; rgb when absent, as Ultralytics)."""
+    return (meta.get("input") or {}).get("order", "rgb")
 
 
 class CorruptImage(EdgebuildError):
@@ -99,15 +106,17 @@ def letterbox_params(h: int, w: int, imgsz: int) -> tuple[tuple[int, int], Lette
     return (new_w, new_h), LetterboxInfo(r, left, top, w, h), (top, bottom, left, right)
 
 
-def letterbox(img_bgr: np.ndarray, imgsz: int) -> tuple[np.ndarray, LetterboxInfo]:
-    """BGR uint8 HxWx3 -> (RGB uint8 imgsz x imgsz x 3, LetterboxInfo)."""
+def letterbox(img_bgr: np.ndarray, imgsz: int, order: str = "rgb") -> tuple[np.ndarray, LetterboxInfo]:
+    """BGR uint8 HxWx3 -> (uint8 imgsz x imgsz x 3 in `order` (rgb or bgr), LetterboxInfo)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     h, w = img_bgr.shape[:2]
     (new_w, new_h), info, (top, bottom, left, right) = letterbox_params(h, w, imgsz)
     img = img_bgr
     if (w, h) != (new_w, new_h):
         img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
-    return np.ascontiguousarray(img[..., ::-1]), info
+    return np.ascontiguousarray(img[..., ::-1] if order == "rgb" else img), info
 
 
 def to_tensor(rgb: np.ndarray, dtype: str = "float32", layout: str = "NCHW") -> np.ndarray:
@@ -122,8 +131,8 @@ def to_tensor(rgb: np.ndarray, dtype: str = "float32", layout: str = "NCHW") -> 
 
 
 def preprocess(image: str | Path | np.ndarray, imgsz: int, dtype: str = "float32",
-               layout: str = "NCHW") -> tuple[np.ndarray, LetterboxInfo]:
-    """Path or BGR array -> (batch array [1,...], LetterboxInfo)."""
+               layout: str = "NCHW", order: str = "rgb") -> tuple[np.ndarray, LetterboxInfo]:
+    """Path or BGR array -> (batch array [1,...] in channel `order`, LetterboxInfo)."""
     bgr = image if isinstance(image, np.ndarray) else read_image(image)
-    rgb, info = letterbox(bgr, imgsz)
+    rgb, info = letterbox(bgr, imgsz, order)
     return to_tensor(rgb, dtype, layout), info

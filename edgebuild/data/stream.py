@@ -36,8 +36,8 @@ def manifest_size(manifest_path: str | Path) -> int:
 
 
 def iter_calibration(manifest_path: str | Path, imgsz: int, dtype: str = "float32",
-                     layout: str = "NCHW") -> Iterator[np.ndarray]:
-    """Yield preprocess() output (batch of 1) for every manifest item, in manifest order."""
+                     layout: str = "NCHW", order: str = "rgb") -> Iterator[np.ndarray]:
+    """Yield preprocess() output (batch of 1, channels in `order`) for every manifest item, in manifest order."""
     for item in read_manifest(manifest_path)["items"]:
         path = item["path"]
         try:
@@ -52,6 +52,6 @@ def iter_calibration(manifest_path: str | Path, imgsz: int, dtype: str = "float3
                                        "(sha256 differs from the manifest).",
                                  "rebuild so calibset re-samples the changed dataset (run the build again), "
                                  "or restore the original file.")
-        rgb, _ = letterbox(decode_image(data, path), imgsz)
+        rgb, _ = letterbox(decode_image(data, path), imgsz, order)
         del data
         yield to_tensor(rgb, dtype, layout)

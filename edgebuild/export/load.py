@@ -74,6 +74,13 @@ def check_config(cfg: DictConfig) -> None:
                              "Ultralytics checkpoints (.pt) and YOLO ONNX graphs (.onnx).",
                              "point model.weights at a .pt or .onnx file.")
     check_imgsz(int(cfg.model.imgsz), 32)
+    inp = cfg.model.get("input")
+    if suffix == ONNX_SUFFIX and inp is not None and (list(inp.mean) != [0, 0, 0] or list(inp.std) != [255] * 3):
+        raise EdgebuildError("model.input", f"sets mean {list(inp.mean)} / std {list(inp.std)} but model.weights is "
+                             f"an ONNX file ({path.name}); edgebuild folds the normalization into the first conv of "
+                             "a checkpoint it exports, and cannot edit an imported graph.",
+                             "export from the .pt checkpoint, or bake the normalization into your ONNX and keep the "
+                             "defaults (mean [0,0,0], std [255,255,255]).")
 
 
 def check_imgsz(imgsz: int, stride: int) -> None:

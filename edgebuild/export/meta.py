@@ -7,6 +7,13 @@ from typing import Any
 from edgebuild.layout import REG_MAX, num_anchors
 
 META_KEY = "edgebuild"      # ONNX metadata_props key holding the same JSON
+# model.input: the graph input is raw bytes / 255 in `order`; the graph itself applies (pixel - mean) / std
+DEFAULT_NORMALIZATION = {"order": "rgb", "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+
+
+def is_default_normalization(norm: dict) -> bool:
+    return [float(v) for v in norm["mean"]] == DEFAULT_NORMALIZATION["mean"] and \
+        [float(v) for v in norm["std"]] == DEFAULT_NORMALIZATION["std"]
 NM = 32                     # mask coefficients / prototypes of Ultralytics' Segment head
 
 
@@ -27,7 +34,9 @@ def output_specs(task: str, layout: str, imgsz: int, nc: int, strides: list[int]
 
 
 def build_meta(*, task: str, layout: str, imgsz: int, names: list[str], strides: list[int],
-               source_name: str, source_sha256: str, nm: int = NM) -> dict[str, Any]:
+               source_name: str, source_sha256: str, nm: int = NM,
+               normalization: dict | None = None) -> dict[str, Any]:
+    norm = normalization or DEFAULT_NORMALIZATION
     return {
         "task": task,
         "layout": layout,
@@ -38,7 +47,8 @@ def build_meta(*, task: str, layout: str, imgsz: int, names: list[str], strides:
         **({"reg_max": REG_MAX} if layout == "split_dfl" else {}),
         "normalized": layout == "split",
         "input": {"name": "images", "shape": [1, 3, int(imgsz), int(imgsz)], "layout": "NCHW",
-                  "dtype": "float32", "range": [0, 1]},
+                  "dtype": "float32", "range": [0, 1], "order": norm["order"],
+                  "mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]},
         "outputs": output_specs(task, layout, int(imgsz), len(names), list(strides), nm),
         "source": {"weights": source_name, "sha256": source_sha256},
     }

@@ -13,16 +13,19 @@ from pathlib import Path
 from edgebuild.errors import EdgebuildError
 from edgebuild.export.heads import install_head
 from edgebuild.export.load import LoadedModel
-from edgebuild.export.meta import META_KEY, dumps
+from edgebuild.export.meta import META_KEY, dumps, is_default_normalization
 
 MAX_IR_VERSION = 10   # onnxruntime / onnx2tf / TensorRT 8-10 compatibility (Ultralytics pins the same)
 
 
-def export_onnx(loaded: LoadedModel, layout: str, imgsz: int, opset: int, meta: dict, out: Path) -> None:
+def export_onnx(loaded: LoadedModel, layout: str, imgsz: int, opset: int, meta: dict, out: Path,
+                normalization: dict | None = None) -> None:
     import onnx
     import onnxslim
     import torch
 
+    if normalization is not None and not is_default_normalization(normalization):
+        fold_normalization(loaded.model, normalization["mean"], normalization["std"])
     names = install_head(loaded, layout, imgsz)
     im = torch.zeros(1, 3, imgsz, imgsz)
     with torch.no_grad():
@@ -49,6 +52,32 @@ def export_onnx(loaded: LoadedModel, layout: str, imgsz: int, opset: int, meta: 
     onnx.checker.check_model(model, full_check=True)
     _check_io(model, meta)
     out.write_bytes(model.SerializeToString(deterministic=True))
+
+
+def fold_normalization(model, mean: list[float], std: list[float]) -> None:
+    """The network expects (pixel - mean) / std; the graph input is pixel / 255 (raw bytes on the board). The scale
+    255 / std goes into the first conv's weights (exact: zero padding stays zero) and the shift mean / 255 becomes
+    one Sub in front of it (per channel, so the padding stays in the normalized space, as in training)."""
+    import types
+
+    import torch
+
+    first = model.model[0]
+    conv = getattr(first, "conv", None)
+    if not isinstance(conv, torch.nn.Conv2d) or conv.in_channels != 3 or conv.groups != 1:
+        raise EdgebuildError("model.input", f"the model's first layer is {type(first).__name__}, not a 3-channel "
+                             "conv; edgebuild folds the input normalization into that conv.",
+                             "keep the default normalization (mean [0,0,0], std [255,255,255]) for this model.")
+    with torch.no_grad():
+        conv.weight.mul_(torch.tensor([255.0 / s for s in std], dtype=conv.weight.dtype).view(1, 3, 1, 1))
+    if any(mean):
+        shift = torch.tensor([m / 255.0 for m in mean], dtype=torch.float32).view(1, 3, 1, 1)
+        inner = first.forward
+
+        def forward(self, x):
+            return inner(x - shift)
+
+        first.forward = types.MethodType(forward, first)
 
 
 def _check_io(model, meta: dict) -> None:

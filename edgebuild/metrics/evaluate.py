@@ -29,6 +29,7 @@ class Settings:
     max_det: int = 300
     report_images: int = 3
     on_corrupt: str = "skip"
+    order: str = "rgb"          # channel order the model consumes (meta.json input.order)
 
 
 def predict_image(runner, meta: dict, x: np.ndarray, lb, s: Settings):
@@ -44,7 +45,7 @@ def _load(sample, s: Settings):
     from edgebuild.data.preprocess import CorruptImage, preprocess
 
     try:
-        return preprocess(sample.image_path, s.imgsz)
+        return preprocess(sample.image_path, s.imgsz, order=s.order)
     except CorruptImage as e:  # header readable, pixels not
         if s.on_corrupt == "error":
             raise

@@ -17,14 +17,16 @@ from edgebuild.engine import StepContext, step
       applies=lambda cfg: cfg.target.backend == "tflite" and cfg.precision.mode != "fp16",
       artifacts=("calibrated.tflite", "ranges.json"), isolate=True)
 def calibrate(ctx: StepContext) -> None:
+    from edgebuild.data.preprocess import channel_order
     from edgebuild.data.stream import iter_calibration, manifest_size
     from edgebuild.tflite import quantize
 
     cfg, imgsz = ctx.cfg, int(ctx.cfg.model.imgsz)
     manifest = ctx.inputs["calibset"] / "manifest.json"
+    order = channel_order(json.loads((ctx.inputs["tfconvert"] / "meta.json").read_text()))
 
     def samples():
-        return iter_calibration(manifest, imgsz, dtype="float32", layout="NHWC")
+        return iter_calibration(manifest, imgsz, dtype="float32", layout="NHWC", order=order)
 
     c = cfg.calibration
     calibrated, used = quantize.calibrate(ctx.inputs["tfconvert"] / "saved_model", samples, manifest_size(manifest),

@@ -36,6 +36,7 @@ def correct(ctx: StepContext) -> None:
     import numpy as np
     import onnx
 
+    from edgebuild.data.preprocess import channel_order
     from edgebuild.data.stream import iter_calibration
     from edgebuild.quant.correction import take_images
     from edgebuild.quant.scheme import tflite
@@ -55,8 +56,9 @@ def correct(ctx: StepContext) -> None:
     dfl = {n.name for n in model.graph.node if is_dfl_conv(n, inits)}  # weights 0..n-1 are exact in int8
     params = {k: v for k, v in convs.input_params(int8, matched).items() if k not in dfl}
     del model, inits, int8
+    order = channel_order(json.loads((ctx.inputs["export"] / "meta.json").read_text()))
     images = take_images(iter_calibration(ctx.inputs["calibset"] / "manifest.json", int(cfg.model.imgsz),
-                                          "float32", "NCHW"), c.correction_images)
+                                          "float32", "NCHW", order), c.correction_images)
     scheme = tflite(cfg.target.per_channel)
     what = "fine-tuning steps" if c.correction == "finetune" else f"convs corrected ({c.correction})"
     weights, summary = correct_for_target(float_onnx, params, scheme, images, c.correction, c.correction_steps,

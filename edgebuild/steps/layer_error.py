@@ -19,15 +19,17 @@ from edgebuild.engine import StepContext, step
       applies=lambda cfg: cfg.precision.mode != "fp16",
       artifacts=("layer_error.json",), isolate=True)
 def layer_error(ctx: StepContext) -> None:
+    from edgebuild.data.preprocess import channel_order
     from edgebuild.data.stream import iter_calibration, manifest_size
 
     inp, imgsz = ctx.inputs, int(ctx.cfg.model.imgsz)
     manifest = inp["calibset"] / "manifest.json"
     total = min(int(ctx.cfg.validation.layer_error_images), manifest_size(manifest))
     backend = "tflite" if "tflite" in inp else "tensorrt"
+    order = channel_order(json.loads((inp["export"] / "meta.json").read_text()))
 
     def images():
-        stream = iter_calibration(manifest, imgsz, "float32", "NHWC" if backend == "tflite" else "NCHW")
+        stream = iter_calibration(manifest, imgsz, "float32", "NHWC" if backend == "tflite" else "NCHW", order)
         for i, x in enumerate(itertools.islice(stream, total), 1):
             yield x
             ctx.progress(i, total, "images")

@@ -57,20 +57,22 @@ def _precheck(cfg) -> None:
       applies=lambda cfg: cfg.precision.mode == "auto", precheck=_precheck,
       artifacts=("search.json", "meta.json", "model.tflite", "model_qdq.onnx", "calibration.cache"), isolate=True)
 def precision_search(ctx: StepContext) -> None:
+    from edgebuild.data.preprocess import channel_order
     from edgebuild.metrics.evaluate import Settings, evaluate_model
     from edgebuild.quant.auto import search
     from edgebuild.report.gate import gate
     from edgebuild.runtime import load_runner
 
     cfg, inp, a = ctx.cfg, ctx.inputs, ctx.cfg.precision.auto
-    backend = _Tflite(ctx) if "tflite" in inp else _TensorRT(ctx)
+    export_meta = json.loads((inp["export"] / "meta.json").read_text())
+    order = channel_order(export_meta)
+    backend = (_Tflite if "tflite" in inp else _TensorRT)(ctx, order)
     manifest = json.loads((inp["calibset"] / "manifest.json").read_text())
     samples = holdout_samples(cfg, manifest, int(a.images), ctx.files)
-    export_meta = json.loads((inp["export"] / "meta.json").read_text())
     names = list(export_meta.get("names") or manifest["dataset"]["names"])
     v = cfg.validation
     s = Settings(imgsz=int(cfg.model.imgsz), conf=v.conf, iou=v.iou, max_det=v.max_det, report_images=0,
-                 on_corrupt=cfg.dataset.on_corrupt)
+                 on_corrupt=cfg.dataset.on_corrupt, order=order)
 
     def metrics(model: Path, meta: dict) -> dict:
         return evaluate_model(load_runner(model, meta), meta, samples, names, s)[0]
@@ -79,6 +81,7 @@ def precision_search(ctx: StepContext) -> None:
     limit = budget(cfg)
     ctx.log.info("precision_search: %d search images held back from %r, budget %.2f pt", len(samples),
                  cfg.calibration.split, limit)
+
     def drop(layers: list[str]) -> float:
         model, meta = backend.build(layers, ctx.out / "candidate")
         return gate(reference, metrics(model, meta), limit)["drop"]
@@ -121,8 +124,8 @@ def precision_search(ctx: StepContext) -> None:
 class _Backend:
     name = ""
 
-    def __init__(self, ctx: StepContext):
-        self.ctx, self.cfg, self.inp = ctx, ctx.cfg, ctx.inputs
+    def __init__(self, ctx: StepContext, order: str):
+        self.ctx, self.cfg, self.inp, self.order = ctx, ctx.cfg, ctx.inputs, order
 
     def copy_int8(self, out: Path) -> dict:
         """The int8 artifact's files into `out`; returns its meta with quantization.mode auto."""
@@ -137,13 +140,14 @@ class _Backend:
         from edgebuild.data.preprocess import preprocess
 
         manifest = json.loads((self.inp["calibset"] / "manifest.json").read_text())
-        return [preprocess(Path(item["path"]), int(self.cfg.model.imgsz))[0] for item in manifest["items"][:n]]
+        return [preprocess(Path(item["path"]), int(self.cfg.model.imgsz), order=self.order)[0]
+                for item in manifest["items"][:n]]
 
     def rank_images(self, n: int, layout: str):
         from edgebuild.data.stream import iter_calibration
 
         return itertools.islice(iter_calibration(self.inp["calibset"] / "manifest.json", int(self.cfg.model.imgsz),
-                                                 "float32", layout), n)
+                                                 "float32", layout, self.order), n)
 
     def cost(self, model: Path, meta: dict) -> dict:
         from edgebuild.metrics.evaluate import measure_latency

@@ -30,6 +30,7 @@ def qdq(ctx: StepContext) -> None:
     import onnx
 
     from edgebuild.quant.calibrators import make_calibrator
+    from edgebuild.data.preprocess import channel_order
     from edgebuild.data.stream import iter_calibration, manifest_size
     from edgebuild.tensorrt import calib_cache
     from edgebuild.tensorrt import qdq as q
@@ -54,7 +55,7 @@ def qdq(ctx: StepContext) -> None:
     total = manifest_size(manifest)
     calibrator = make_calibrator(cfg.calibration.method, percentile=cfg.calibration.percentile,
                                  num_bins=cfg.calibration.num_bins)
-    images = iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW")
+    images = iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW", channel_order(meta))
     ranges, seen = q.collect_ranges(float_onnx, tensors, images, calibrator,
                                     progress=lambda done: ctx.progress(done, total, "calibration images"))
     ctx.log.info("qdq: %d tensors calibrated (%s) on %d images; %d convs quantized, DFL %s float",
@@ -64,7 +65,7 @@ def qdq(ctx: StepContext) -> None:
     kind = cfg.calibration.correction
     if kind != "none":
         qdq_model = onnx.load(str(ctx.out / "model_qdq.onnx"))
-        images = take_images(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW"),
+        images = take_images(iter_calibration(manifest, cfg.model.imgsz, "float32", "NCHW", channel_order(meta)),
                              cfg.calibration.correction_images)
         if kind == "finetune":
             corrected = finetune(onnx.load(str(float_onnx)), qdq_model, plan.quantized, images,

@@ -35,7 +35,7 @@ def _val_files(cfg) -> dict:
 def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path, detections: bool = False) -> None:
     from edgebuild.data.dataset import open_dataset
     from edgebuild.metrics.evaluate import Settings, evaluate_model, measure_latency
-    from edgebuild.data.preprocess import preprocess
+    from edgebuild.data.preprocess import channel_order, preprocess
     from edgebuild.runtime import load_runner
 
     v = ctx.cfg.validation
@@ -45,13 +45,13 @@ def run_validation(ctx: StepContext, kind: str, model: Path, meta_path: Path, de
     if v.max_images is not None:
         samples = samples[: v.max_images]
     s = Settings(imgsz=ctx.cfg.model.imgsz, conf=v.conf, iou=v.iou, max_det=v.max_det,
-                 report_images=v.report_images, on_corrupt=ctx.cfg.dataset.on_corrupt)
+                 report_images=v.report_images, on_corrupt=ctx.cfg.dataset.on_corrupt, order=channel_order(meta))
     runner = load_runner(model, meta, threads=THREADS)
     record: list = []
     metrics, drawn = evaluate_model(runner, meta, samples, list(meta.get("names") or ds.names), s, ctx.progress,
                                     record if detections else None)
     metrics["skipped"] += len(ds.skipped.get(v.split, []))
-    x, _ = preprocess(samples[0].image_path, s.imgsz)
+    x, _ = preprocess(samples[0].image_path, s.imgsz, order=s.order)
     metrics = {
         "schema_version": 1,
         "task": meta.get("task", "detect"),
