@@ -54,7 +54,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, conf: float = 0.001, iou: float =
     """boxes [N, 4] xyxy, scores [N, C] per-class probabilities -> the kept detections, best first."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32)
-    scores = scores.reshape(len(boxes), -1)
+    scores = scores.reshape(len(boxes), scores.shape[-1] if scores.ndim > 1 else -1)   # N may be 0 (nothing above conf)
     if multi_label:
         rows, cls = np.nonzero(scores > conf)
         sc = scores[rows, cls]
