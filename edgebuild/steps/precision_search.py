@@ -97,7 +97,7 @@ def precision_search(ctx: StepContext) -> None:
             runner = load_runner(model, meta)
             return output_noise((runner.predict(x) for x in xs), ref)
 
-        pool = backend.candidates(POOL * int(a.candidates) if backend.pooled else None, int(a.rank_images))
+        pool = backend.candidates(POOL * int(a.candidates), int(a.rank_images))
         return rank_by_output(pool, noise, int(a.candidates), ctx.progress)
 
     result = search(candidates, drop, limit, int(a.max_float_layers), progress=ctx.progress)
@@ -161,12 +161,12 @@ class _Backend:
 class _Tflite(_Backend):
     name = "tflite"
     files = ("model.tflite", "meta.json")
-    pooled = True   # hundreds of ops, ~1 s to re-quantize each: only the largest lost_db go to the output ranking
 
     def int8(self) -> tuple[Path, dict]:
         return self.inp["tflite"] / "model.tflite", json.loads((self.inp["tflite"] / "meta.json").read_text())
 
-    def candidates(self, count: int | None, images: int):
+    def candidates(self, count: int, images: int):
+        """Hundreds of ops, ~1 s to re-quantize each: only the `count` largest lost_db go to the output ranking."""
         from edgebuild.tflite import auto
         from edgebuild.tflite.layer_error import collect
 
@@ -194,31 +194,36 @@ class _Tflite(_Backend):
 class _TensorRT(_Backend):
     name = "tensorrt"
     files = ("model_qdq.onnx", "calibration.cache", "meta.json")
-    pooled = False  # ~60 int8 convs, Q/DQ removal is cheap: every one is ranked by its effect on the outputs
 
     def int8(self) -> tuple[Path, dict]:
         return self.inp["qdq"] / "model_qdq.onnx", json.loads((self.inp["qdq"] / "meta.json").read_text())
 
-    def candidates(self, count: int | None, images: int):
+    def models(self):
+        """(int8 QDQ, float) ONNX models, loaded once for every candidate (keep_float copies)."""
         import onnx
 
+        if not hasattr(self, "_models"):
+            self._models = (onnx.load(str(self.int8()[0])), onnx.load(str(self.inp["export"] / "model.onnx")))
+        return self._models
+
+    def candidates(self, count: int, images: int):
+        """All int8 convs (~60; Q/DQ removal is cheap): every one goes to the output ranking."""
         from edgebuild.tensorrt import auto
 
-        return auto.candidates(self.inp["export"] / "model.onnx", onnx.load(str(self.int8()[0])),
-                               self.rank_images(images, "NCHW"), count)
+        return auto.candidates(self.models()[0])
 
     def build(self, layers: list[str], stem: Path) -> tuple[Path, dict]:
         import onnx
 
         from edgebuild.tensorrt.auto import keep_float
 
-        path, meta = self.int8()
+        _, meta = self.int8()
         if stem.name == "model":
             path_out = self.ctx.out / "model_qdq.onnx"
             shutil.copyfile(self.inp["qdq"] / "calibration.cache", self.ctx.out / "calibration.cache")
         else:
             path_out = stem.with_suffix(".onnx")
-        model = keep_float(onnx.load(str(path)), onnx.load(str(self.inp["export"] / "model.onnx")), layers)
+        model = keep_float(*self.models(), layers)
         onnx.save(model, str(path_out))
         meta["quantization"].update(mode="auto", float_nodes=list(layers))
         return path_out, meta
