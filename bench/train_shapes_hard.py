@@ -4,7 +4,9 @@
         --out /tmp/shapes-hard-yolo11n-seg.pt
 
 The architecture comes from Ultralytics' packaged yaml (no pretrained weights, nothing downloaded); `--hours` caps the
-wall time (Ultralytics' `time`: the LR schedule is fitted to it), `--epochs` bounds it otherwise. Training uses
+wall time (Ultralytics' `time`: the LR schedule is fitted to it), `--epochs` bounds it otherwise. `--init` starts
+from a checkpoint's matching layers (the YOLO11n-seg is trained from the YOLO11n detector: backbone, neck and box/class
+head carry over, the mask branch and protos learn from scratch). Training uses
 shapes-hard/train (1000 images) only, so val stays unseen. Writes the optimizer-stripped last.pt to --out and
 <out>.json with the wall time and Ultralytics' val metrics (imgsz 320, conf 0.001, iou 0.7, as reference_metrics.json).
 """
@@ -41,6 +43,9 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgebuild-train-shapes-hard"))
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint (layers matching by name and shape, e.g. a detector's backbone, "
+                         "neck and box/class head for a -seg model); from scratch otherwise")
     a = ap.parse_args(argv)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
@@ -51,7 +56,7 @@ def main(argv=None) -> None:
     model = YOLO(f"{a.arch}.yaml")
     extra = {"time": a.hours} if a.hours else {}
     model.train(data=str(data), epochs=a.epochs, imgsz=a.imgsz, batch=16, device="cpu", workers=0, plots=False,
-                val=False, pretrained=False, amp=False, seed=0, deterministic=True, project=str(a.work / "runs"),
+                val=False, pretrained=str(a.init) if a.init else False, amp=False, seed=0, deterministic=True, project=str(a.work / "runs"),
                 name=a.arch, exist_ok=True, verbose=False, **extra)
     train_s = time.time() - t0
     last = a.work / "runs" / a.arch / "weights" / "last.pt"
@@ -60,7 +65,7 @@ def main(argv=None) -> None:
     m = YOLO(str(a.out)).val(data=str(data), imgsz=a.imgsz, conf=0.001, iou=0.7, device="cpu", workers=0,
                              plots=False, batch=16, project=str(a.work / "runs"), name="val", exist_ok=True)
     metrics = {"arch": a.arch, "epochs_cap": a.epochs, "hours_cap": a.hours, "imgsz": a.imgsz, "seed": 0,
-               "train": f"{a.data.name}/train", "train_seconds": round(train_s), "bytes": a.out.stat().st_size,
+               "init": a.init.name if a.init else None, "train": f"{a.data.name}/train", "train_seconds": round(train_s), "bytes": a.out.stat().st_size,
                "val": {"box_map50": round(float(m.box.map50), 4), "box_map50_95": round(float(m.box.map), 4)}}
     if hasattr(m, "seg"):
         metrics["val"].update(mask_map50=round(float(m.seg.map50), 4), mask_map50_95=round(float(m.seg.map), 4))
