@@ -24,7 +24,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from edgebuild.digest import tree_digests
+from edgebuild.digest import json_sha256, tree_digests
 from edgebuild.errors import EdgebuildError
 
 MANIFEST = "MANIFEST.json"
@@ -70,6 +70,10 @@ class Cache:
     def peek(self, kind: str, key: str) -> bool:
         """Cheap existence check for planning (the hit is verified when the step runs)."""
         return (self.entry(kind, key) / MANIFEST).is_file()
+
+    def output_digest(self, kind: str, key: str) -> str | None:
+        """Digest of a published entry's files (what its dependents are keyed by); None if it has no manifest."""
+        return manifest_digest(self.entry(kind, key))
 
     @staticmethod
     def verify(path: Path) -> bool:
@@ -147,6 +151,15 @@ class Cache:
                     shutil.rmtree(p, ignore_errors=True)
             except OSError:
                 pass
+
+
+def manifest_digest(entry: Path) -> str | None:
+    """sha256 of the file digests an entry's MANIFEST.json lists: equal for byte-identical outputs, whatever the
+    inputs were (early cutoff)."""
+    try:
+        return json_sha256(json.loads((Path(entry) / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def no_space(root: Path, step: str) -> EdgebuildError:
