@@ -54,6 +54,7 @@ def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, con
                 console.status(f"{step_label(i, total)} {ps.name:<15} building...")
                 step_log = log_dir / f"{ps.name}.log" if log_dir is not None else None
                 path = _build(ps, cache, cfg, results, isolate and ps.kind.isolate, console, step_log)
+        cache.touch(path)
         outputs[ps.name] = manifest_digest(path)
         cache.remember(ps.name, ps.inputs, context)
         seconds = time.monotonic() - t0
