@@ -49,6 +49,7 @@ def cache_root(cfg=None) -> Path:
 class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.remote = None   # edgebuild.remote.Remote when build.remote_cache is set (edgebuild.remote.attach)
         try:
             for sub in ("steps", "tmp", "locks", "quarantine"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -73,12 +74,15 @@ class Cache:
         return None
 
     def peek(self, kind: str, key: str) -> bool:
-        """Cheap existence check for planning (the hit is verified when the step runs)."""
-        return (self.entry(kind, key) / MANIFEST).is_file()
+        """Cheap existence check for planning, here or on the remote (the hit is verified when the step runs)."""
+        return (self.entry(kind, key) / MANIFEST).is_file() or (self.remote is not None and self.remote.has(kind, key))
 
     def output_digest(self, kind: str, key: str) -> str | None:
         """Digest of a published entry's files (what its dependents are keyed by); None if it has no manifest."""
-        return manifest_digest(self.entry(kind, key))
+        local = manifest_digest(self.entry(kind, key))
+        if local is None and self.remote is not None and self.remote.has(kind, key):
+            return json_sha256(self.remote.manifest(kind, key)["files"])
+        return local
 
     @staticmethod
     def verify(path: Path) -> bool:
@@ -134,6 +138,16 @@ class Cache:
             if e.errno == errno.ENOSPC:
                 raise no_space(self.root, kind) from None
             raise
+        return final
+
+    def adopt(self, kind: str, key: str, tmp: Path) -> Path:
+        """Move a complete, verified entry (with its MANIFEST.json, e.g. pulled from a remote) into place. Caller
+        holds the key's lock."""
+        final = self.entry(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            self._quarantine(final)
+        os.rename(tmp, final)
         return final
 
     def remember(self, kind: str, inputs: dict, context: str | None = None) -> None:

@@ -31,6 +31,7 @@ class StepResult:
     hit: bool
     seconds: float
     reason: str
+    pulled: bool = False     # the hit came from the remote cache
 
 
 def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, console: Console | None = None,
@@ -48,18 +49,25 @@ def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, con
             raise RuntimeError(f"step {ps.name!r}: an upstream entry has no readable manifest")
         with cache.lock(ps.key):
             path = cache.lookup(ps.name, ps.key)
+            pulled = False
+            if path is None and cache.remote is not None:  # a verified copy of the shared cache's entry
+                path = cache.remote.pull(ps.name, ps.key, cache)
+                pulled = path is not None
             hit = path is not None
             if not hit:
                 log.info("[%d/%d] %s: building (%s)", i, total, ps.name, ps.reason or "not cached")
                 console.status(f"{step_label(i, total)} {ps.name:<15} building...")
                 step_log = log_dir / f"{ps.name}.log" if log_dir is not None else None
                 path = _build(ps, cache, cfg, results, isolate and ps.kind.isolate, console, step_log)
+                if cache.remote is not None:
+                    cache.remote.push(ps.name, ps.key, path)
         cache.touch(path)
         outputs[ps.name] = manifest_digest(path)
         cache.remember(ps.name, ps.inputs, context)
         seconds = time.monotonic() - t0
-        results[ps.name] = StepResult(ps.name, ps.key, path, hit, seconds, "" if hit else ps.reason)
-        console.line(f"{step_label(i, total)} {ps.name:<15} {'cached' if hit else 'built':<6} {seconds:6.1f}s")
+        results[ps.name] = StepResult(ps.name, ps.key, path, hit, seconds, "" if hit else ps.reason, pulled)
+        state = "pulled" if pulled else "cached" if hit else "built"
+        console.line(f"{step_label(i, total)} {ps.name:<15} {state:<6} {seconds:6.1f}s")
     return results
 
 

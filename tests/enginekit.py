@@ -70,8 +70,11 @@ def build(cache_dir: Path, weights: Path, *overrides: str):
     from edgebuild.resolve import make_plan
     from edgebuild.runner import execute
 
+    from edgebuild.remote import attach
+
     cfg = config(*overrides)
     cache = Cache(cache_dir)
+    attach(cache, cfg)
     plan = make_plan(cfg, cache, kinds(weights))
     return plan, execute(plan, cache, cfg, isolate=False)
 
@@ -79,4 +82,4 @@ def build(cache_dir: Path, weights: Path, *overrides: str):
 if __name__ == "__main__":
     cache_dir, weights, *rest = sys.argv[1:]
     _, results = build(Path(cache_dir), Path(weights), *rest)
-    print(" ".join(f"{r.name}:{'hit' if r.hit else 'built'}" for r in results.values()))
+    print(" ".join(f"{r.name}:{'pulled' if r.pulled else 'hit' if r.hit else 'built'}" for r in results.values()))
