@@ -1,8 +1,10 @@
-"""Through the CLI on the demo recipe with a dataset the test writes: two `edgebuild` processes started by hand on
-one cache build each step once, and editing only the val entry of data.yaml re-runs calibset (its input) and
-the validation steps, but reuses tflite and everything else keyed by calibset's unchanged output (early cutoff)."""
+"""Through the CLI on the demo recipe with a dataset the test writes, all on one cache: two `edgebuild` processes
+started by hand build each step once; editing only the val entry of data.yaml re-runs calibset (its input) and the
+validation steps, but reuses tflite and everything else keyed by calibset's unchanged output (early cutoff); a
+3-job sweep through submitit's local launcher (the code path of submitit_slurm) builds its shared steps once."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgebuild.demo.synth import generate
-from tests.cli import EDGEBUILD, ROOT
+from tests.cli import EDGEBUILD, ROOT, run
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +73,27 @@ def test_editing_only_val_reuses_everything_keyed_by_calibsets_output(built):
             assert hit[name], f"{name} re-ran although calibset's output is byte-identical: {hit}"
     assert {"calibrate", "tflite"} <= hit.keys()
     assert rebuilt == {"calibset", "validate", "validate_float", "report"}, hit
+
+
+def test_submitit_sweep_builds_shared_steps_once(built):
+    """validation.max_images changes validate and validate_float (shared by the 3 jobs); the gate only the report."""
+    tmp = built["tmp"]
+    sweep = tmp / "sweep"
+    proc = run("--multirun", "+recipe=demo", f"dataset.path={built['data']}", "validation.max_images=20",
+               "validation.max_map_drop=2,3,4", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
+               f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}", cache=tmp / "cache", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent for p in sweep.glob("*/plan.json"))
+    assert len(jobs) == 3, list(sweep.rglob("*"))
+    built_by: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        for s in json.loads((job / "plan.json").read_text())["steps"]:
+            built_by[(s["name"], s["key"])] = built_by.get((s["name"], s["key"]), 0) + (not s["hit"])
+        assert (job / "report.json").is_file() and (job / "artifacts" / "model.tflite").is_file()
+    assert all(n == 1 for (name, _), n in built_by.items() if name in ("validate", "validate_float")), built_by
+    assert sum(n for (name, _), n in built_by.items() if name in ("validate", "validate_float")) == 2, built_by
+    assert sorted(n for (name, _), n in built_by.items() if name == "report") == [1, 1, 1]
+    assert all(n == 0 for (name, _), n in built_by.items() if name not in ("validate", "validate_float", "report"))
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows), rows
+    assert list(sweep.glob(".submitit/*/*_log.out")), "the jobs ran through submitit"
