@@ -119,6 +119,26 @@ def calibrate(saved_model: Path, samples: Samples, total: int, *, method: str = 
     return ranges.write_ranges(calibrated, act, input_range=(0.0, 1.0))
 
 
+def collect_stats(saved_model: Path, samples: Samples, total: int, *, num_bins: int = 2048,
+                  input_shape: list[int], progress: Progress | None = None):
+    """One pass for every method: (the calibrate-only float flatbuffer, calibrators.ActivationStats of its tensors)."""
+    from edgebuild.quant.calibrators import ActivationStats
+
+    if total < 1:
+        raise EdgebuildError("calibration", "the calibration set is empty.",
+                             "check calibration.count / calibration.fraction and the dataset's calibration split.")
+    graph = calibrate_only(saved_model, checked(samples, input_shape, total, limit=1))
+    stats = ranges.feed(graph, checked(samples, input_shape, total, progress), ActivationStats(num_bins))
+    return graph, stats
+
+
+def apply_method(graph: bytes, stats, method: str, percentile: float = 99.99) -> tuple[bytes, dict]:
+    """The calibrated flatbuffer for `method` from collected statistics (no model run), and the ranges used."""
+    from edgebuild.quant.calibrators import ranges_from_stats
+
+    return ranges.write_ranges(graph, ranges_from_stats(stats, method, percentile), input_range=(0.0, 1.0))
+
+
 def quantize_int8(calibrated: bytes, *, per_channel: bool = True, input_dtype: str = "uint8",
                   float_layers: list[str] = ()) -> tuple[bytes, list[dict]]:
     """Full-integer model from a calibrated flatbuffer (step 3), and the ops kept float."""
