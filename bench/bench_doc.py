@@ -167,6 +167,35 @@ def write_doc(res: dict) -> str:
                          f"{(info.get('gate') or {}).get('passed')} |")
             L.append("")
 
+    cs = c.get("calsweep") or {}
+    if cs:
+        base = shipped.get("wall_s")
+        L += ["## Calibration sweep (`--multirun +recipe=cpu_det calibration=minmax,entropy,percentile`, fresh cache, "
+              "serial launcher)", "",
+              f"- total wall {_f(cs.get('wall_s'))} s, peak RSS {_f(cs.get('peak_rss_mib'), 0)} MiB; one cold shipped "
+              f"build {_f(base)} s -> ratio **{(cs['wall_s'] / base) if base else float('nan'):.2f}x** for 3 methods",
+              "- jobs in which each step was built: " +
+              ", ".join(f"{k} {v}" for k, v in (cs.get("built_count_per_step") or {}).items()) +
+              " (calibstats runs the float model over the calibration set once; each method's ranges come from its "
+              "statistics)", ""]
+        if cs.get("jobs"):
+            L += ["| job | method | built steps | INT8 | drop pt | gate |", "|---|---|---|---|---|---|"]
+            for j, info in cs["jobs"].items():
+                L.append(f"| {j} | {(info.get('config') or {}).get('calibration.method')} | "
+                         f"{', '.join(info.get('built') or [])} | {_map(info.get('int8_map50_95'))} | "
+                         f"{_f(info.get('drop_pt'))} | {(info.get('gate') or {}).get('passed')} |")
+            L.append("")
+
+    sc = c.get("scale") or {}
+    if sc.get("20000"):
+        L += ["## Scale: a 20,000-image calibration split (`+recipe=demo`, generated dataset, warm no-op rebuilds)", "",
+              "| calibration split | no-op plan+execute s (plan.json) | no-op wall s (CLI process) | no-op peak RSS MiB | "
+              "steps built in no-op |", "|---|---|---|---|---|"]
+        for n, v in sc.items():
+            L.append(f"| {n} images | {_f(v.get('noop_plan_s'), 3)} | {_f(v.get('noop_wall_s'), 2)} | "
+                     f"{_f(v.get('noop_peak_rss_mib'), 0)} | {', '.join(v.get('built_in_noop') or []) or 'none'} |")
+        L.append("")
+
     lt = c.get("litert") or {}
     if lt:
         L += ["## Ultralytics `format='tflite', int8=True` (LiteRT path)", "",
