@@ -55,6 +55,7 @@ def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, con
                 pulled = path is not None
             hit = path is not None
             if not hit:
+                ps.reason = ps.reason or "the cached entry did not verify (corrupt or partial): rebuilt"
                 log.info("[%d/%d] %s: building (%s)", i, total, ps.name, ps.reason or "not cached")
                 console.status(f"{step_label(i, total)} {ps.name:<15} building...")
                 step_log = log_dir / f"{ps.name}.log" if log_dir is not None else None

@@ -115,6 +115,17 @@ def test_tampered_remote_entry_is_rebuilt_said_and_repaired(s3, tmp_path, weight
     assert set(again.values()) == {"pulled"}, f"the rebuilt entry replaced the bad one: {again}"
 
 
+def test_concurrent_pushers_of_the_same_keys_are_harmless(s3, tmp_path, weights):
+    remote = f"build.remote_cache=s3://team/{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ENGINEKIT_SLOW_STEPS="30", **s3.env())
+    procs = [subprocess.Popen([sys.executable, str(KIT), str(tmp_path / host), str(weights), remote], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for host in ("a", "b")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    states, err = machine(tmp_path / "c", weights, s3.env(), remote)
+    assert set(states.values()) == {"pulled"} and "does not match" not in err, (states, err)
+
+
 def test_read_only_remote_pushes_nothing(s3, tmp_path, weights):
     prefix = f"team/{uuid.uuid4().hex[:8]}"
     states, _ = machine(tmp_path / "a", weights, s3.env(), f"build.remote_cache=s3://{prefix}",
