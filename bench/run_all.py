@@ -16,7 +16,8 @@ Cases on ../shared/data shapes-hard det, imgsz 320, the 400 val images:
   shipped      edgebuild +recipe=cpu_det as shipped (percentile + mixed), fresh cache
   noop         the shipped build again, all cached (x3) + a rebuild after changing only validation.max_map_drop
   sweep        edgebuild --multirun +recipe=cpu_det target=cpu,imx8mp,imx93, fresh cache
-  calsweep     edgebuild --multirun +recipe=cpu_det calibration=minmax,entropy,percentile, fresh cache
+  calsweep     edgebuild --multirun +recipe=cpu_det calibration=minmax,entropy,percentile calibration.correction=none
+               vs one cold build with calibration.correction=none, fresh caches
   scale        warm no-op rebuilds of +recipe=demo on a generated 20,000-image calibration split vs a 240-image one
 """
 from __future__ import annotations
@@ -212,9 +213,20 @@ def case_noop(work: Path, logs: Path) -> dict:
             "built_in_noop": sorted({b for x in runs for b in x.get("built", [])}), "gate_change": g}
 
 
-def case_sweep(work: Path, logs: Path, n: int, name: str = "sweep", sweep: str = "target=cpu,imx8mp,imx93") -> dict:
+def case_calsweep(work: Path, logs: Path, n: int) -> dict:
+    """calibration=minmax,entropy,percentile with calibration.correction=none (the method groups otherwise pick
+    different corrections: weights / finetune / weights), against one cold build with the same override."""
+    base = edgebuild_run("calsweep_base", ["calibration.correction=none", f"calibration.count={n}"],
+                         fresh(work / "cache_calsweep_base"), work / "run_calsweep_base", logs)
+    r = case_sweep(work, logs, n, "calsweep", "calibration=minmax,entropy,percentile", ["calibration.correction=none"])
+    r["baseline_wall_s"], r["baseline_rc"] = base["wall_s"], base["rc"]
+    return r
+
+
+def case_sweep(work: Path, logs: Path, n: int, name: str = "sweep", sweep: str = "target=cpu,imx8mp,imx93",
+               extra: list[str] = ()) -> dict:
     sweep_dir = fresh(work / name)
-    r = edgebuild_run(name, [sweep, f"calibration.count={n}"], fresh(work / f"cache_{name}"), sweep_dir,
+    r = edgebuild_run(name, [sweep, *extra, f"calibration.count={n}"], fresh(work / f"cache_{name}"), sweep_dir,
                       logs, multirun=True)
     jobs = {}
     built_count: dict[str, int] = {}
@@ -342,7 +354,7 @@ def main(argv=None) -> int:
             elif kind == "sweep":
                 r = case_sweep(work, logs, n)
             elif kind == "calsweep":
-                r = case_sweep(work, logs, n, "calsweep", "calibration=minmax,entropy,percentile")
+                r = case_calsweep(work, logs, n)
             elif kind == "scale":
                 r = case_scale(work, logs)
             elif kind == "hot":
