@@ -216,7 +216,7 @@ def write_doc(res: dict) -> str:
         L += ["## Scale: a 20,000-image calibration split (`+recipe=demo`, generated dataset, warm no-op rebuilds)", "",
               "| calibration split | no-op plan+execute s (plan.json) | no-op wall s (CLI process) | no-op peak RSS MiB | "
               "steps built in no-op |", "|---|---|---|---|---|"]
-        for n, v in sc.items():
+        for n, v in ((n, v) for n, v in sc.items() if isinstance(v, dict)):
             L.append(f"| {n} images | {_f(v.get('noop_plan_s'), 3)} | {_f(v.get('noop_wall_s'), 2)} | "
                      f"{_f(v.get('noop_peak_rss_mib'), 0)} | {', '.join(v.get('built_in_noop') or []) or 'none'} |")
         L.append("")
