@@ -175,7 +175,7 @@ def main() -> None:
                          "calib_s": round(secs, 1), "correction_s": round(fix_s, 1), "q_convs": len(plan.quantized), **info})
             print(rows[-1], flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n| model | box mAP50-95 | mAP50 | drop (pt) |\n|---|---|---|---|")
+    print("\n| model | box mAP50-95 | mAP50 | drop (pt) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['map50_95']:.4f} | {r['map50']:.4f} | {r.get('drop_pt', 0):+.2f} |")
     print(f"peak RSS {rss:.0f} MB, {len(calib)} calibration images, {n_val or 'all'} val images")

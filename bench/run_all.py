@@ -16,6 +16,9 @@ Cases on ../shared/data shapes-hard det, imgsz 320, the 400 val images:
   shipped      edgebuild +recipe=cpu_det as shipped (percentile + mixed), fresh cache
   noop         the shipped build again, all cached (x3) + a rebuild after changing only validation.max_map_drop
   sweep        edgebuild --multirun +recipe=cpu_det target=cpu,imx8mp,imx93, fresh cache
+  calsweep     edgebuild --multirun +recipe=cpu_det calibration=minmax,entropy,percentile calibration.correction=none
+               vs one cold build with calibration.correction=none, fresh caches
+  scale        warm no-op rebuilds of +recipe=demo on a generated 20,000-image calibration split vs a 240-image one
 """
 from __future__ import annotations
 
@@ -28,7 +31,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -39,7 +41,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 PY = sys.executable
 EDGEBUILD = str(Path(PY).parent / "edgebuild")
 SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-ALL_CASES = ("upstream", "litert", "cold", "shipped", "noop", "sweep", "hot")
+ALL_CASES = ("upstream", "litert", "cold", "shipped", "noop", "sweep", "calsweep", "scale", "hot")
 TARGETS = {"drop_pt": 1.0, "cold_ratio": 0.5, "rss_mib": 1536, "noop_s": 2.0}
 
 
@@ -180,8 +182,9 @@ def case_litert(work: Path, n: int, logs: Path, weights: Path | None = None) -> 
     return r
 
 
-def edgebuild_run(name: str, overrides: list[str], cache: Path, run_dir: Path, logs: Path, multirun=False) -> dict:
-    argv = [EDGEBUILD] + (["--multirun"] if multirun else []) + ["+recipe=cpu_det", *overrides,
+def edgebuild_run(name: str, overrides: list[str], cache: Path, run_dir: Path, logs: Path, multirun=False,
+                  recipe: str = "cpu_det") -> dict:
+    argv = [EDGEBUILD] + (["--multirun"] if multirun else []) + [f"+recipe={recipe}", *overrides,
                                                                    f"hydra.{'sweep' if multirun else 'run'}.dir={run_dir}"]
     r = measure(argv, ROOT, logs / f"{name}.log", env={"EDGEBUILD_CACHE": str(cache)})
     r["run_dir"] = str(run_dir)
@@ -248,9 +251,20 @@ def case_noop(work: Path, logs: Path) -> dict:
             "built_in_noop": sorted({b for x in runs for b in x.get("built", [])}), "gate_change": g}
 
 
-def case_sweep(work: Path, logs: Path, n: int) -> dict:
-    sweep_dir = fresh(work / "sweep")
-    r = edgebuild_run("sweep", ["target=cpu,imx8mp,imx93", f"calibration.count={n}"], fresh(work / "cache_sweep"), sweep_dir,
+def case_calsweep(work: Path, logs: Path, n: int) -> dict:
+    """calibration=minmax,entropy,percentile with calibration.correction=none (the method groups otherwise pick
+    different corrections: weights / finetune / weights), against one cold build with the same override."""
+    base = edgebuild_run("calsweep_base", ["calibration.correction=none", f"calibration.count={n}"],
+                         fresh(work / "cache_calsweep_base"), work / "run_calsweep_base", logs)
+    r = case_sweep(work, logs, n, "calsweep", "calibration=minmax,entropy,percentile", ["calibration.correction=none"])
+    r["baseline_wall_s"], r["baseline_rc"] = base["wall_s"], base["rc"]
+    return r
+
+
+def case_sweep(work: Path, logs: Path, n: int, name: str = "sweep", sweep: str = "target=cpu,imx8mp,imx93",
+               extra: list[str] = ()) -> dict:
+    sweep_dir = fresh(work / name)
+    r = edgebuild_run(name, [sweep, *extra, f"calibration.count={n}"], fresh(work / f"cache_{name}"), sweep_dir,
                       logs, multirun=True)
     jobs = {}
     built_count: dict[str, int] = {}
@@ -264,6 +278,32 @@ def case_sweep(work: Path, logs: Path, n: int) -> dict:
     r["jobs"] = jobs
     r["built_count_per_step"] = built_count  # number of jobs in which the step was built ("hit": false)
     return r
+
+
+def case_scale(work: Path, logs: Path) -> dict:
+    """Warm no-op rebuilds of the demo recipe on a 20,000-image calibration split vs a 240-image one: plan time
+    (plan.json seconds: plan + all-cached execute), wall and peak RSS of the whole CLI process."""
+    sys.path.insert(0, str(ROOT))
+    from edgebuild.demo.synth import generate
+
+    out = {}
+    for n in (240, 20000):
+        ds = work / f"ds_{n}"
+        data = ds / "data.yaml" if (ds / "data.yaml").is_file() else generate(ds, n_train=n, n_val=40, imgsz=96)
+        cache = fresh(work / f"cache_scale_{n}")
+        over = [f"dataset.path={data}", "calibration.count=100", "validation.max_images=40"]
+        cold = edgebuild_run(f"scale_{n}_cold", over, cache, work / f"run_scale_{n}_cold", logs, recipe="demo")
+        runs = []
+        for i in range(3):
+            r = edgebuild_run(f"scale_{n}_noop{i}", over, cache, work / f"run_scale_{n}_noop{i}", logs, recipe="demo")
+            r.update(read_run(Path(r["run_dir"])))
+            runs.append(r)
+        out[str(n)] = {"cold_wall_s": cold["wall_s"], "cold_rc": cold["rc"],
+                       "noop_plan_s": statistics.median(r.get("plan_seconds") or float("nan") for r in runs),
+                       "noop_wall_s": statistics.median(r["wall_s"] for r in runs),
+                       "noop_peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+                       "built_in_noop": sorted({b for r in runs for b in r.get("built", [])})}
+    return out
 
 
 def case_hot(logs: Path) -> dict:
@@ -351,6 +391,10 @@ def main(argv=None) -> int:
                 r = case_noop(work, logs)
             elif kind == "sweep":
                 r = case_sweep(work, logs, n)
+            elif kind == "calsweep":
+                r = case_calsweep(work, logs, n)
+            elif kind == "scale":
+                r = case_scale(work, logs)
             elif kind == "hot":
                 r = case_hot(logs)
             else:

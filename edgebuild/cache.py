@@ -5,7 +5,8 @@ Layout under the cache root:
     steps/<kind>/latest.json       inputs of the last entry used for <kind>
     steps/<kind>/last/<ctx>.json   inputs of the last entry used for <kind> by one recipe on one target, so the plan
                                    can say what changed for *this* recipe
-    tmp/                           entries being built (renamed into place when complete)
+    tmp/                           entries being built (renamed into place when complete), named
+                                   <kind>-<pid>-<rand>@<host> so a dead owner's temp dir is removed at once
     locks/<key>.lock               one builder per key across processes
     quarantine/                    corrupt entries moved aside
 An entry without a valid MANIFEST.json is never treated as complete.
@@ -16,7 +17,9 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -24,10 +27,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from edgebuild.digest import tree_digests
+from edgebuild.digest import json_sha256, tree_digests
 from edgebuild.errors import EdgebuildError
 
 MANIFEST = "MANIFEST.json"
+KEY = re.compile(r"[0-9a-f]{64}")                                  # an entry dir's name
+HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"  # owner of temp dirs, with the pid
 
 
 def cache_root(cfg=None) -> Path:
@@ -44,6 +49,7 @@ def cache_root(cfg=None) -> Path:
 class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.remote = None   # edgebuild.remote.Remote when build.remote_cache is set (edgebuild.remote.attach)
         try:
             for sub in ("steps", "tmp", "locks", "quarantine"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -68,8 +74,15 @@ class Cache:
         return None
 
     def peek(self, kind: str, key: str) -> bool:
-        """Cheap existence check for planning (the hit is verified when the step runs)."""
-        return (self.entry(kind, key) / MANIFEST).is_file()
+        """Cheap existence check for planning, here or on the remote (the hit is verified when the step runs)."""
+        return (self.entry(kind, key) / MANIFEST).is_file() or (self.remote is not None and self.remote.has(kind, key))
+
+    def output_digest(self, kind: str, key: str) -> str | None:
+        """Digest of a published entry's files (what its dependents are keyed by); None if it has no manifest."""
+        local = manifest_digest(self.entry(kind, key))
+        if local is None and self.remote is not None and self.remote.has(kind, key):
+            return json_sha256(self.remote.manifest(kind, key)["files"])
+        return local
 
     @staticmethod
     def verify(path: Path) -> bool:
@@ -87,9 +100,27 @@ class Cache:
             yield
 
     def new_tmp(self, kind: str) -> Path:
-        path = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        """A temp dir named for its owner (`<kind>-<pid>-<rand>@<host>`), so a dead owner's is removed at once."""
+        path = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}@{HOST}"
         path.mkdir(parents=True)
         return path
+
+    def entries(self):
+        """Every published entry as (kind, key, path): only 64-hex dirs under steps/<kind>/ (latest.json and last/
+        hold plan reasons, not entries)."""
+        steps = self.root / "steps"
+        for kind_dir in sorted(p for p in steps.iterdir() if p.is_dir()) if steps.is_dir() else []:
+            for path in sorted(kind_dir.iterdir()):
+                if KEY.fullmatch(path.name) and path.is_dir():
+                    yield kind_dir.name, path.name, path
+
+    @staticmethod
+    def touch(path: Path) -> None:
+        """Record a use of an entry (its MANIFEST.json's mtime is its last use, for `edgebuild-cache ls` and gc)."""
+        try:
+            os.utime(path / MANIFEST)
+        except OSError:
+            pass
 
     def publish(self, kind: str, key: str, tmp: Path, inputs: dict) -> Path:
         """Write the manifest and atomically rename tmp into place. Caller holds the key's lock."""
@@ -107,6 +138,16 @@ class Cache:
             if e.errno == errno.ENOSPC:
                 raise no_space(self.root, kind) from None
             raise
+        return final
+
+    def adopt(self, kind: str, key: str, tmp: Path) -> Path:
+        """Move a complete, verified entry (with its MANIFEST.json, e.g. pulled from a remote) into place. Caller
+        holds the key's lock."""
+        final = self.entry(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            self._quarantine(final)
+        os.rename(tmp, final)
         return final
 
     def remember(self, kind: str, inputs: dict, context: str | None = None) -> None:
@@ -138,15 +179,46 @@ class Cache:
         except OSError:
             shutil.rmtree(path, ignore_errors=True)
 
-    def clean_tmp(self, max_age_s: float = 3600) -> None:
-        """Remove temp dirs of builds that died (older than max_age_s and not ours)."""
-        now = time.time()
+    def clean_tmp(self, max_age_s: float = 3600) -> list[Path]:
+        """Remove temp dirs of builds that died: at once when their owner was a process of this host that is gone,
+        else (another host, or an unnamed dir) when older than max_age_s. Returns what was removed."""
+        now, removed = time.time(), []
         for p in (self.root / "tmp").iterdir():
             try:
-                if now - p.stat().st_mtime > max_age_s:
-                    shutil.rmtree(p, ignore_errors=True)
+                dead = owner_gone(p.name)
+                if dead is None:
+                    dead = now - p.stat().st_mtime > max_age_s
+                if dead:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                    removed.append(p)
             except OSError:
                 pass
+        return removed
+
+
+def owner_gone(name: str) -> bool | None:
+    """For a temp dir named by new_tmp: True if its owner process (on this host) no longer exists, False if it
+    does, None when unknown (another host, or not our naming)."""
+    rest, at, host = name.rpartition("@")
+    parts = rest.rsplit("-", 2)
+    if not at or host != HOST or len(parts) != 3 or not parts[1].isdigit():
+        return None
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
+def manifest_digest(entry: Path) -> str | None:
+    """sha256 of the file digests an entry's MANIFEST.json lists: equal for byte-identical outputs, whatever the
+    inputs were (early cutoff)."""
+    try:
+        return json_sha256(json.loads((Path(entry) / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def no_space(root: Path, step: str) -> EdgebuildError:

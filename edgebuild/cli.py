@@ -24,7 +24,7 @@ log = logging.getLogger("edgebuild")
 
 def build(cfg: DictConfig, run_dir: Path | None, recipe: str = "", console=None) -> dict:
     """Validate, plan and run one composed config. Returns a summary; raises EdgebuildError on any user error."""
-    from edgebuild import schema
+    from edgebuild import remote, schema
     from edgebuild.cache import Cache, cache_root
     from edgebuild.console import Console
     from edgebuild.resolve import explain, format_plan, make_plan
@@ -34,6 +34,7 @@ def build(cfg: DictConfig, run_dir: Path | None, recipe: str = "", console=None)
     typed = schema.validate(cfg, recipe=recipe)
     cache = Cache(cache_root(typed))
     cache.clean_tmp()
+    remote.attach(cache, typed)
     t0 = time.monotonic()
     plan = make_plan(typed, cache)
     if typed.build.explain:
@@ -52,7 +53,7 @@ def build(cfg: DictConfig, run_dir: Path | None, recipe: str = "", console=None)
         "cache": str(cache.root),
         "seconds": round(time.monotonic() - t0, 3),
         "steps": [{"name": r.name, "key": r.key, "hit": r.hit, "seconds": round(r.seconds, 3), "reason": r.reason,
-                   "entry": str(r.path)} for r in results.values()],
+                   "pulled": r.pulled, "entry": str(r.path)} for r in results.values()],
     }
     if run_dir is not None:
         from edgebuild.report.summary import closing_lines

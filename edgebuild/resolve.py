@@ -15,9 +15,9 @@ from edgebuild.engine import StepKind, registry
 @dataclass
 class PlannedStep:
     kind: StepKind
-    key: str
+    key: str                             # "" while an upstream is still to be built (see settle)
     inputs: dict[str, Any]               # the document hashed into the key
-    upstream: dict[str, str]             # upstream name -> its key
+    upstream: dict[str, str | None]      # upstream name -> digest of its output (None until it is built)
     files: dict[str, Any]                # declared input files (Path or list[Path])
     cached: bool = False
     reason: str = ""                     # one short line: why it re-runs (empty when cached)
@@ -97,38 +97,66 @@ def applicable_kinds(cfg: DictConfig, kinds: dict[str, StepKind] | None = None) 
 def make_plan(cfg: DictConfig, cache: Cache | None = None, kinds: dict[str, StepKind] | None = None) -> Plan:
     """Run every step's precheck, compute keys in dependency order, and mark what the cache already has.
 
-    `kinds` restricts planning to those step kinds (tests); default: every registered kind."""
+    Early cutoff (as in Shake and Bazel): a step's key covers its upstream steps' *outputs* (the digest of their
+    manifests), not their input keys. So a step below one that must re-run has no key yet (`pending`): the runner
+    settles it once the upstream is built, and if that upstream produced byte-identical files, the dependent is
+    a cache hit. `kinds` restricts planning to those step kinds (tests); default: every registered kind."""
     kinds = applicable_kinds(cfg, kinds)
     for kind in kinds:
         if kind.precheck:
             kind.precheck(cfg)
-    plan, keys = Plan(context=plan_context(cfg)), {}
+    plan, outputs = Plan(context=plan_context(cfg)), {}
     memo = DigestMemo(cache.root / "digests.json" if cache is not None else None)
     for kind in kinds:
-        ups = [u for u in kind.required_upstream()] + [u for u in kind.optional_upstream() if u in keys]
-        upstream = {u: keys[u] for u in ups}
+        ups = [u for u in kind.required_upstream()] + [u for u in kind.optional_upstream() if u in outputs]
         files = kind.files(cfg) if kind.files else {}
         inputs = {
             "kind": kind.name,
             "version": kind.version,
             "config": config_slice(cfg, kind.config),
-            "upstream": upstream,
+            "upstream": {u: None for u in ups},
             "files": digest_files(files, memo),
             "environment": kind.environment(cfg) if kind.environment else {},
         }
-        key = json_sha256(inputs)
-        keys[kind.name] = key
-        step = PlannedStep(kind, key, inputs, upstream, files)
-        if cache is not None:
-            step.cached = cache.peek(kind.name, key)
-            if not step.cached:
-                before = cache.last_inputs(kind.name, plan.context)
-                step.changes = changes(inputs, before)
-                step.reason = why_rebuild(step.changes, before is not None, [u for u in ups if not plan[u].cached],
-                                          plan.context, kind.name)
+        step = PlannedStep(kind, "", inputs, dict(inputs["upstream"]), files)
         plan.steps.append(step)
+        outputs[kind.name] = settle(step, outputs, cache, plan)
     memo.save()
     return plan
+
+
+def settle(step: PlannedStep, outputs: dict[str, str | None], cache: Cache | None, plan: Plan) -> str | None:
+    """Key the step from its upstream outputs (`outputs`: name -> output digest, None while not built), mark it
+    cached or say why it builds. Returns its own output digest when it is cached, else None (pending)."""
+    ups = list(step.inputs["upstream"])
+    step.upstream = {u: outputs[u] for u in ups}
+    step.inputs["upstream"] = dict(step.upstream)
+    waiting = sorted((u for u in ups if outputs[u] is None),  # those that changed themselves first
+                     key=lambda u: not (u in plan.names() and plan[u].changes))
+    before = cache.last_inputs(step.name, plan.context) if cache is not None else None
+    if waiting:  # settled by the runner once those are built
+        step.key, step.cached = "", False
+        step.changes = [c for c in changes(step.inputs, before) if not (c.what == "upstream" and c.name in waiting)]
+        if before is None:
+            step.reason = why_rebuild([], False, waiting, plan.context, step.name)
+            return None
+        if step.changes:  # it re-runs whatever its upstream produces
+            step.reason = why_rebuild(step.changes, True, [], plan.context, step.name)
+        else:
+            step.reason = "upstream " + ", ".join(waiting[:2]) + (
+                " re-runs (reused if its output is unchanged)" if len(waiting) == 1 else " re-run (reused if unchanged)")
+        return None
+    step.key = json_sha256(step.inputs)
+    if cache is None:
+        return None
+    step.cached = cache.peek(step.name, step.key)
+    if step.cached:
+        step.reason, step.changes = "", []
+        return cache.output_digest(step.name, step.key)
+    step.changes = changes(step.inputs, before)
+    rebuilt = [u for u in ups if u in plan.names() and not plan[u].cached]
+    step.reason = why_rebuild(step.changes, before is not None, rebuilt, plan.context, step.name)
+    return None
 
 
 def plan_context(cfg: DictConfig) -> str:
@@ -251,8 +279,10 @@ def explain(plan: Plan, name: str) -> str:
     import json
 
     s = plan[name]
-    out = [f"step {name} ({plan.context}): {'cached' if s.cached else 'builds'}", f"  key: {s.key}",
-           f"  upstream: {', '.join(f'{u} {k[:12]}' for u, k in s.upstream.items()) or '-'}",
+    ups = ", ".join(f"{u} {k[:12] if k else 'to be built'}" for u, k in s.upstream.items())
+    out = [f"step {name} ({plan.context}): {'cached' if s.cached else 'builds'}",
+           f"  key: {s.key or 'settled when its upstream is built (early cutoff)'}",
+           f"  upstream outputs: {ups or '-'}",
            f"  reason: {s.reason or '-'}", "  config:"]
     out += [f"    {k}: {json.dumps(v, default=str)}" for k, v in s.inputs["config"].items()]
     if s.inputs["environment"]:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from edgebuild.cache import Cache, no_space
+from edgebuild.cache import Cache, manifest_digest, no_space
 from edgebuild.console import Console, ProgressRelay, QueueSink
 from edgebuild.engine import StepContext, registry
 from edgebuild.errors import EdgebuildError, StepFailed
-from edgebuild.resolve import Plan, PlannedStep, plan_context, slice_config, step_label
+from edgebuild.resolve import Plan, PlannedStep, plan_context, settle, slice_config, step_label
 
 log = logging.getLogger("edgebuild")
 
@@ -31,6 +31,7 @@ class StepResult:
     hit: bool
     seconds: float
     reason: str
+    pulled: bool = False     # the hit came from the remote cache
 
 
 def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, console: Console | None = None,
@@ -39,21 +40,35 @@ def execute(plan: Plan, cache: Cache, cfg: DictConfig, isolate: bool = True, con
     each built step's own output (third-party logs included) goes to log_dir/<step>.log instead of the console."""
     console = console or Console(stream=sys.stderr, tty=False)
     results: dict[str, StepResult] = {}
+    outputs: dict[str, str | None] = {}   # step -> digest of its entry's files: what dependents are keyed by
     total, context = len(plan.steps), plan_context(cfg)
     for i, ps in enumerate(plan.steps, 1):
         t0 = time.monotonic()
+        settle(ps, outputs, cache, plan)   # early cutoff: the key from the upstream entries actually used
+        if not ps.key:
+            raise RuntimeError(f"step {ps.name!r}: an upstream entry has no readable manifest")
         with cache.lock(ps.key):
             path = cache.lookup(ps.name, ps.key)
+            pulled = False
+            if path is None and cache.remote is not None:  # a verified copy of the shared cache's entry
+                path = cache.remote.pull(ps.name, ps.key, cache)
+                pulled = path is not None
             hit = path is not None
             if not hit:
+                ps.reason = ps.reason or "the cached entry did not verify (corrupt or partial): rebuilt"
                 log.info("[%d/%d] %s: building (%s)", i, total, ps.name, ps.reason or "not cached")
                 console.status(f"{step_label(i, total)} {ps.name:<15} building...")
                 step_log = log_dir / f"{ps.name}.log" if log_dir is not None else None
                 path = _build(ps, cache, cfg, results, isolate and ps.kind.isolate, console, step_log)
+                if cache.remote is not None:
+                    cache.remote.push(ps.name, ps.key, path)
+        cache.touch(path)
+        outputs[ps.name] = manifest_digest(path)
         cache.remember(ps.name, ps.inputs, context)
         seconds = time.monotonic() - t0
-        results[ps.name] = StepResult(ps.name, ps.key, path, hit, seconds, "" if hit else ps.reason)
-        console.line(f"{step_label(i, total)} {ps.name:<15} {'cached' if hit else 'built':<6} {seconds:6.1f}s")
+        results[ps.name] = StepResult(ps.name, ps.key, path, hit, seconds, "" if hit else ps.reason, pulled)
+        state = "pulled" if pulled else "cached" if hit else "built"
+        console.line(f"{step_label(i, total)} {ps.name:<15} {state:<6} {seconds:6.1f}s")
     return results
 
 

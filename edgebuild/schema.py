@@ -147,6 +147,9 @@ class BuildSettings:
                         "otherwise it goes to the run's logs/<step>.log.", False)
     explain: Optional[str] = doc("With build.plan: print this step's inputs and what changed, in full "
                                  "(`edgebuild-plan --explain STEP`).", None)
+    remote_cache: Optional[str] = doc("Shared step cache: a directory, s3://bucket/prefix or any fsspec URL. Entries "
+                                      "are pulled (verified) before building and pushed after.", None)
+    remote_cache_push: bool = doc("Push built entries to build.remote_cache (false: read-only, e.g. laptops).", True)
 
 
 @dataclass

@@ -25,8 +25,9 @@ def weights(tmp_path) -> Path:
 
 
 def keys(weights, *overrides):
-    plan = make_plan(enginekit.config(*overrides), None, enginekit.kinds(weights))
-    return {s.name: s.key for s in plan.steps}
+    """Step keys of a build (keys below the first step depend on upstream outputs, so they exist once built)."""
+    _, results = enginekit.build(weights.parent / "keys-cache", weights, *overrides)
+    return {r.name: r.key for r in results.values()}
 
 
 def test_keys_change_only_with_declared_inputs(weights):
@@ -61,7 +62,24 @@ def test_second_build_is_all_hits_and_plan_says_why(tmp_path, weights, monkeypat
     plan = make_plan(enginekit.config("calibration.method=percentile"), Cache(tmp_path / "c"), enginekit.kinds(weights))
     assert plan["t_source"].cached and not plan["t_slow"].cached
     assert "calibration.method: 'minmax' → 'percentile'" in plan["t_slow"].reason
-    assert plan["t_sink"].reason == "upstream t_slow changed"
+    assert plan["t_sink"].reason == "upstream t_slow re-runs (reused if its output is unchanged)"
+
+
+def test_early_cutoff_identical_output_keeps_dependents(tmp_path, weights, monkeypatch):
+    """A step that re-runs and writes byte-identical files does not invalidate its dependents (Shake/Bazel)."""
+    counter = tmp_path / "count.txt"
+    monkeypatch.setenv("ENGINEKIT_COUNTER", str(counter))
+    _, first = enginekit.build(tmp_path / "c", weights)
+    plan = make_plan(enginekit.config("model.opset=13"), Cache(tmp_path / "c"), enginekit.kinds(weights))
+    assert not plan["t_source"].cached and "model.opset" in plan["t_source"].reason
+    assert plan["t_slow"].key == "" and "re-runs (reused if its output is unchanged)" in plan["t_slow"].reason
+    _, again = enginekit.build(tmp_path / "c", weights, "model.opset=13")
+    assert [r.hit for r in again.values()] == [False, True, True]
+    assert again["t_slow"].key == first["t_slow"].key and again["t_sink"].key == first["t_sink"].key
+    # an output that does change still invalidates them
+    _, changed = enginekit.build(tmp_path / "c", weights, "model.imgsz=64")
+    assert [r.hit for r in changed.values()] == [False, False, False]
+    assert [ln.split()[0] for ln in counter.read_text().splitlines()].count("t_slow") == 2
 
 
 def test_corrupt_entry_is_detected_and_rebuilt(tmp_path, weights, monkeypatch):

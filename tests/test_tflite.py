@@ -284,6 +284,8 @@ def test_correction_steps_correct_the_tflite_convs_in_its_own_arithmetic(tiny, t
     inputs = {"tfconvert": d, "calibset": _calibset(tmp_path, 16, seed=3), "export": tmp_path / "export"}
     cal = {"method": "percentile", "percentile": 90.0, "num_bins": 2048, "correction_images": 16,
            "correction_steps": 5}
+    inputs["calibstats"] = _run_step("calibstats", {"calibration": cal, "model": {"imgsz": SIZE}},
+                                     tmp_path / "calibstats", inputs)
     inputs["calibrate"] = _run_step("calibrate", {"calibration": cal, "model": {"imgsz": SIZE}},
                                     tmp_path / "calibrate", inputs)
     common = {"precision": {"mode": "int8", "float_layers": []}, "model": {"imgsz": SIZE},

@@ -21,6 +21,7 @@ batch exceeds it, so bins stay aligned and nothing but `num_bins` counts per ten
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -212,6 +213,56 @@ def _smooth(d: np.ndarray, eps: float = 1e-4):
     eps1 = eps * n_zero / n_nonzero
     out = d + np.where(zero, eps, -eps1)  # on raw counts, as onnxruntime's smooth_distribution
     return out if (out > 0).all() else None
+
+
+class ActivationStats(_HistogramCalibrator):
+    """What every method needs, from one pass over the calibration set: each tensor's min/max and |x| histogram.
+
+    Collected once per float model, calibration set and num_bins (the `calibstats` step); minmax, percentile and
+    entropy ranges are then computed from it by ranges_from_stats(), without running the model again. Stored as
+    stats.json (names, min, max, bin widths) + counts.npy: both byte-identical for the same inputs."""
+
+    method = "stats"
+
+    def _threshold(self, h: _AbsHistogram) -> float:  # not a method: ranges come from ranges_from_stats()
+        return h.top
+
+    def save(self, out_dir: Path, images: int) -> None:
+        import json
+
+        doc = {"num_bins": self.num_bins, "images": images, "names": self.order,
+               "min": [self._min[n] for n in self.order], "max": [self._max[n] for n in self.order],
+               "width": [self.hists[n].width for n in self.order], "zeros": [self.hists[n].zeros for n in self.order]}
+        (out_dir / "stats.json").write_text(json.dumps(doc))
+        counts = np.stack([self.hists[n].counts for n in self.order]) if self.order else \
+            np.zeros((0, self.num_bins), np.int64)
+        with open(out_dir / "counts.npy", "wb") as f:
+            np.save(f, counts.astype(np.int64), allow_pickle=False)
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "ActivationStats":
+        import json
+
+        doc = json.loads((out_dir / "stats.json").read_text())
+        counts = np.load(out_dir / "counts.npy", allow_pickle=False)
+        stats = cls(int(doc["num_bins"]))
+        stats.images = int(doc["images"])
+        stats.order = list(doc["names"])
+        for i, n in enumerate(stats.order):
+            stats._min[n], stats._max[n] = float(doc["min"][i]), float(doc["max"][i])
+            h = stats.hists[n] = _AbsHistogram(stats.num_bins)
+            h.counts, h.width, h.zeros = counts[i].copy(), float(doc["width"][i]), int(doc["zeros"][i])
+        return stats
+
+
+def ranges_from_stats(stats: ActivationStats, method: str, percentile: float = 99.99) -> dict[str, tuple[float, float]]:
+    """`method`'s ranges from collected statistics: exactly what make_calibrator(method) collecting the same
+    stream would give."""
+    cal = make_calibrator(method, percentile=percentile, num_bins=stats.num_bins)
+    cal.order, cal._min, cal._max = list(stats.order), dict(stats._min), dict(stats._max)
+    if isinstance(cal, _HistogramCalibrator):
+        cal.hists = stats.hists
+    return cal.compute_ranges()
 
 
 def make_calibrator(method: str, percentile: float = 99.99, num_bins: int = 2048, **kwargs) -> Calibrator:

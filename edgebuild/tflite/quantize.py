@@ -1,10 +1,10 @@
 """SavedModel -> TFLite: full-integer INT8 (uint8 input, int8 outputs), fp16, or mixed.
 
 One route for every calibration method:
-  1. calibrate-only conversion (`converter._experimental_calibrate_only`): a float flatbuffer whose activation
-     tensors carry min/max. For minmax the converter's own C++ calibration runs over the whole stream; for
-     entropy/percentile one image is enough here, because ranges.collect_ranges() re-measures every tensor.
-  2. ranges.write_ranges(): our ranges (and the input's exact [0, 1]) go into the flatbuffer's min/max.
+  1. calibrate-only conversion (`converter._experimental_calibrate_only`) on one image: the float flatbuffer
+     whose tensors get ranges; then one pass over the calibration stream records every tensor's min/max and |x|
+     histogram (collect_stats: the `calibstats` step), from which each method's ranges follow (apply_method).
+  2. ranges.write_ranges(): those ranges (and the input's exact [0, 1]) go into the flatbuffer's min/max.
   3. `mlir_quantize` (the converter's own quantizer) turns it into the integer model, with the
      mixed-precision denylist when precision.mode=mixed.
 """
@@ -102,21 +102,33 @@ def convert_float(saved_model: Path) -> bytes:
     return tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE]).convert()
 
 
+def collect_stats(saved_model: Path, samples: Samples, total: int, *, num_bins: int = 2048,
+                  input_shape: list[int], progress: Progress | None = None):
+    """One pass for every method: (the calibrate-only float flatbuffer, calibrators.ActivationStats of its tensors)."""
+    from edgebuild.quant.calibrators import ActivationStats
+
+    if total < 1:
+        raise EdgebuildError("calibration", "the calibration set is empty.",
+                             "check calibration.count / calibration.fraction and the dataset's calibration split.")
+    graph = calibrate_only(saved_model, checked(samples, input_shape, total, limit=1))
+    stats = ranges.feed(graph, checked(samples, input_shape, total, progress), ActivationStats(num_bins))
+    return graph, stats
+
+
+def apply_method(graph: bytes, stats, method: str, percentile: float = 99.99) -> tuple[bytes, dict]:
+    """The calibrated flatbuffer for `method` from collected statistics (no model run), and the ranges used."""
+    from edgebuild.quant.calibrators import ranges_from_stats
+
+    return ranges.write_ranges(graph, ranges_from_stats(stats, method, percentile), input_range=(0.0, 1.0))
+
+
 def calibrate(saved_model: Path, samples: Samples, total: int, *, method: str = "minmax",
               percentile: float = 99.99, num_bins: int = 2048, input_shape: list[int],
               progress: Progress | None = None) -> tuple[bytes, dict]:
     """The calibrate-only float flatbuffer with `method`'s ranges written in (steps 1 and 2 above), and the ranges."""
-    if total < 1:
-        raise EdgebuildError("calibration", "the calibration set is empty.",
-                             "check calibration.count / calibration.fraction and the dataset's calibration split.")
-    if method == "minmax":
-        calibrated = calibrate_only(saved_model, checked(samples, input_shape, total, progress))
-        act = None
-    else:
-        calibrated = calibrate_only(saved_model, checked(samples, input_shape, total, limit=1))
-        act = ranges.collect_ranges(calibrated, checked(samples, input_shape, total, progress),
-                                    method=method, percentile=percentile, num_bins=num_bins)
-    return ranges.write_ranges(calibrated, act, input_range=(0.0, 1.0))
+    graph, stats = collect_stats(saved_model, samples, total, num_bins=num_bins, input_shape=input_shape,
+                                 progress=progress)
+    return apply_method(graph, stats, method, percentile)
 
 
 def quantize_int8(calibrated: bytes, *, per_channel: bool = True, input_dtype: str = "uint8",

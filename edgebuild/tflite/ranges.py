@@ -35,25 +35,21 @@ def calibrated_tensors(model) -> dict[int, str]:
     return out
 
 
-def collect_ranges(calibrated: bytes, stream: Iterator[np.ndarray], *, method: str, percentile: float,
-                   num_bins: int) -> dict[str, tuple[float, float]]:
-    """{tensor name: (lo, hi)} measured over `stream` with calibrators.make_calibrator(method)."""
+def feed(calibrated: bytes, stream: Iterator[np.ndarray], cal):
+    """Run the calibrate-only flatbuffer over `stream`, giving every calibrated tensor (but the input) to `cal`."""
     from ai_edge_litert.interpreter import Interpreter
-
-    from edgebuild.quant.calibrators import make_calibrator
 
     targets = calibrated_tensors(_model(calibrated))
     interp = Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True, num_threads=1)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]["index"]
-    cal = make_calibrator(method, percentile=percentile, num_bins=num_bins)
     for x in stream:
         interp.set_tensor(inp, x)
         interp.invoke()
         for idx, name in targets.items():
             if idx != inp:
                 cal.collect(name, interp.get_tensor(idx))
-    return cal.compute_ranges()
+    return cal
 
 
 def write_ranges(calibrated: bytes, act: dict[str, tuple[float, float]] | None,
