@@ -43,7 +43,7 @@ def build(cfg: DictConfig, run_dir: Path | None, recipe: str = "", console=None)
                                  f"use one of: {', '.join(plan.names())}.")
         console.lines(explain(plan, typed.build.explain), always=True)
         return {"plan": plan}
-    console.lines(format_plan(plan), always=typed.build.plan)
+    console.lines(format_plan(plan, list_cold=typed.build.plan), always=typed.build.plan)
     if typed.build.plan:
         return {"plan": plan}
     log_dir = run_dir / "logs" if run_dir is not None else None

@@ -258,10 +258,14 @@ def why_rebuild(found: list[Change], had_previous: bool, rebuilt_upstream: list[
 MAX_LINE = 160
 
 
-def format_plan(plan: Plan) -> str:
-    """One line per step (at most MAX_LINE characters): cached, or built and why."""
+def format_plan(plan: Plan, *, list_cold: bool = True) -> str:
+    """One line per step (at most MAX_LINE characters): cached, or built and why. A cold build (nothing cached,
+    nothing built before here) is one line unless `list_cold`: each step's result line follows anyway."""
     n = len(plan.steps)
-    lines = [f"plan ({plan.context}): {sum(s.cached for s in plan.steps)} of {n} steps cached"]
+    head = f"plan ({plan.context}): {sum(s.cached for s in plan.steps)} of {n} steps cached"
+    if not list_cold and all(not s.cached and s.reason.startswith("not in cache") for s in plan.steps):
+        return f"{head}: a cold build of all {n} (build.plan=true lists them)"
+    lines = [head]
     for i, s in enumerate(plan.steps, 1):
         state = "cached" if s.cached else f"build   {s.reason}"
         line = f"  {step_label(i, n)} {s.name:<15} {state}"

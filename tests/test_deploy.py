@@ -297,8 +297,9 @@ def runtime_venv(tmp_path_factory) -> Path:
     proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # what the venv holds, not a checkout
     listed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
-                            check=True).stdout
+                            check=True, env=clean).stdout
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listed)}
     assert not installed & {"torch", "tensorflow", "hydra-core", "omegaconf", "onnx", "onnxruntime", "edgebuild",
                             "ultralytics", "faster-coco-eval"}, installed

@@ -231,6 +231,60 @@ def test_float_targets_in_chunks_give_the_same_correction(tiny, tmp_path, monkey
     assert not np.array_equal(got[0]["w1_quantized"], inits_of(onnx.load(str(tmp_path / "q.onnx")))["w1_quantized"])
 
 
+def skip_model(path: Path) -> Path:
+    """images -> conv a -> SiLU -> conv b; Add(b, a) -> conv c; Concat(c, a) -> conv d: tensors read several levels
+    after they are made (as YOLO's C2f concats and FPN skips are)."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name) for name, shape in
+             [("wa", (8, 3, 3, 3)), ("ba", (8,)), ("wb", (8, 8, 3, 3)), ("bb", (8,)), ("wc", (8, 8, 1, 1)),
+              ("bc", (8,)), ("wd", (4, 16, 3, 3)), ("bd", (4,))]]
+    nodes = [helper.make_node("Conv", ["images", "wa", "ba"], ["ca"], name="/a/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["ca"], ["sa"], name="/a/Sigmoid"),
+             helper.make_node("Mul", ["ca", "sa"], ["xa"], name="/a/Mul"),
+             helper.make_node("Conv", ["xa", "wb", "bb"], ["cb"], name="/b/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["cb", "xa"], ["xb"], name="/b/Add"),
+             helper.make_node("Conv", ["xb", "wc", "bc"], ["cc"], name="/c/Conv"),
+             helper.make_node("Concat", ["cc", "xa"], ["xc"], name="/c/Concat", axis=1),
+             helper.make_node("Conv", ["xc", "wd", "bd"], ["out"], name="/d/Conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "skips", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_level_inputs_from_kept_tensors_equal_a_run_from_the_image(tmp_path):
+    """The correction's QDQ conv inputs, computed level by level from the tensors kept per image, equal running the
+    QDQ model from the image (with the upstream convs' weights changed between levels, as the correction does)."""
+    from edgebuild.quant import correction
+
+    f = skip_model(tmp_path / "skips.onnx")
+    m = onnx.load(str(f))
+    plan = qdq.plan_quantization(m)
+    ranges, _ = qdq.collect_ranges(f, qdq.calibration_tensors(m), images(4), make_calibrator("minmax"))
+    qdq.write_qdq(f, tmp_path / "q.onnx", ranges, plan)
+    q = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "q.onnx")))
+    convs = {n.name: n for n in q.graph.node if n.op_type == "Conv"}
+    depth, above = correction._depths(q, set(convs))
+    assert sorted(depth.values()) == [1, 2, 3, 4]
+    xs = list(images(3, seed=7))
+    kept = correction._QdqInputs(q, "images", above, xs)
+    inits = {i.name: i for i in q.graph.initializer}
+    for k in range(4):
+        wanted = [convs[name].input[0] for name in convs if depth[name] == k + 1]
+        got = kept.level(k, wanted)
+        full = correction.session(onnx.utils.Extractor(q).extract_model(["images"], wanted))
+        for x, g in zip(xs, got):
+            for t, v in zip(wanted, full.run(wanted, {"images": x})):
+                np.testing.assert_allclose(g[t], v, atol=1e-5)
+        for name in convs:  # "correct" this level's convs before the next level reads them
+            if depth[name] == k + 1:
+                b = inits[convs[name].input[2]]
+                b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b) + 0.5, b.name))
+    assert all(len(v) <= 3 for v in kept.values)  # tensors no later level reads are dropped
+
+
 def test_qdq_step_applies_the_correction_only_when_asked(tiny, tmp_path):
     """The qdq step itself (calibset manifest of real image files -> model_qdq.onnx + meta.json)."""
     import hashlib
