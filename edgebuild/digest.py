@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,10 @@ class DigestMemo:
         except (OSError, ValueError):
             self.entries = {}
 
-    def sha256(self, path: Path) -> str:
-        st = path.stat()
+    def sha256(self, path: Path | str) -> str:
+        st = os.stat(path)
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-        key = str(path.resolve())
+        key = os.path.abspath(path)  # not resolve(): its per-component lstat costs a second per 20,000 files
         hit = self.entries.get(key)
         if hit and hit[:3] == stamp:
             return hit[3]
@@ -55,7 +56,6 @@ class DigestMemo:
     def save(self) -> None:
         if not (self.path and self.dirty):
             return
-        import os
         import uuid
 
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:6]}")

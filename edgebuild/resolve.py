@@ -64,7 +64,7 @@ def digest_files(files: dict[str, Any], memo: DigestMemo | None = None) -> dict[
     out = {}
     for name, value in sorted(files.items()):
         if isinstance(value, (list, tuple)):
-            out[name] = json_sha256([[str(p), sha(Path(p))] for p in value])
+            out[name] = json_sha256([[str(p), sha(p)] for p in value])
         else:
             out[name] = sha(Path(value))
     return out

@@ -25,6 +25,35 @@ def label_path(image: Path) -> Path:
     return Path(sb.join(s.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
 
 
+
+_LISTINGS: dict[str, tuple[list[tuple[str, int]], list[Path]]] = {}
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files under `root` (recursively). Remembered per process with every directory's mtime: a plan lists a
+    split several times (precheck, calibset, validation), and 20,000 images take a second to walk."""
+    key = str(root)
+    hit = _LISTINGS.get(key)
+    if hit is not None:
+        try:
+            if all(os.stat(d).st_mtime_ns == m for d, m in hit[0]):
+                return list(hit[1])
+        except OSError:
+            pass
+    dirs, found, stack = [], [], [key]
+    while stack:
+        d = stack.pop()
+        dirs.append((d, os.stat(d).st_mtime_ns))
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir():
+                    stack.append(e.path)
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file():
+                    found.append(e.path)
+    files = [Path(f) for f in sorted(found)]
+    _LISTINGS[key] = (dirs, files)
+    return list(files)
+
 class YoloDataset(Dataset):
     format = "yolo"
 
@@ -77,13 +106,13 @@ class YoloDataset(Dataset):
         files: list[Path] = []
         for src in self._sources(split, key):
             if src.is_dir():
-                files += [f for f in src.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+                files += list_images(src)
             else:  # a .txt list of images, relative to the dataset root
                 for line in src.read_text().splitlines():
                     if line.strip():
                         f = Path(line.strip())
                         files.append(f if f.is_absolute() else (self.root / f).resolve())
-        files = sorted(set(files))
+        files = sorted(set(files), key=str)
         if not files:
             raise EdgebuildError(key or str(self.source),
                                  f"split {split!r} of {self.source} has no images "
