@@ -169,7 +169,6 @@ def write_doc(res: dict) -> str:
 
     cs = c.get("calsweep") or {}
     if cs:
-        base = shipped.get("wall_s")
         base = cs.get("baseline_wall_s")
         L += ["## Calibration sweep (`--multirun +recipe=cpu_det calibration=minmax,entropy,percentile "
               "calibration.correction=none`, fresh cache, serial launcher)", "",

@@ -18,6 +18,8 @@ Cases on ../shared/data shapes-hard det, imgsz 320, the 400 val images:
   sweep        edgebuild --multirun +recipe=cpu_det target=cpu,imx8mp,imx93, fresh cache
   calsweep     edgebuild --multirun +recipe=cpu_det calibration=minmax,entropy,percentile calibration.correction=none
                vs one cold build with calibration.correction=none, fresh caches
+  psweep, pcalsweep   the same two sweeps with hydra/launcher=joblib (3 local processes; shared steps are built
+               once under their lock, the per-target / per-method tails run side by side)
   scale        warm no-op rebuilds of +recipe=demo on a generated 20,000-image calibration split vs a 240-image one
 """
 from __future__ import annotations
@@ -41,7 +43,9 @@ DOC = ROOT / "docs" / "benchmarks.md"
 PY = sys.executable
 EDGEBUILD = str(Path(PY).parent / "edgebuild")
 SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
-ALL_CASES = ("upstream", "litert", "cold", "shipped", "noop", "sweep", "calsweep", "scale", "hot")
+ALL_CASES = ("upstream", "litert", "cold", "shipped", "noop", "sweep", "calsweep", "psweep", "pcalsweep", "scale",
+             "hot")
+PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]  # the README's parallel sweep: 3 local processes
 TARGETS = {"drop_pt": 1.0, "cold_ratio": 0.5, "rss_mib": 1536, "noop_s": 2.0}
 
 
@@ -251,12 +255,13 @@ def case_noop(work: Path, logs: Path) -> dict:
             "built_in_noop": sorted({b for x in runs for b in x.get("built", [])}), "gate_change": g}
 
 
-def case_calsweep(work: Path, logs: Path, n: int) -> dict:
+def case_calsweep(work: Path, logs: Path, n: int, name: str = "calsweep", launcher: list[str] = ()) -> dict:
     """calibration=minmax,entropy,percentile with calibration.correction=none (the method groups otherwise pick
     different corrections: weights / finetune / weights), against one cold build with the same override."""
-    base = edgebuild_run("calsweep_base", ["calibration.correction=none", f"calibration.count={n}"],
-                         fresh(work / "cache_calsweep_base"), work / "run_calsweep_base", logs)
-    r = case_sweep(work, logs, n, "calsweep", "calibration=minmax,entropy,percentile", ["calibration.correction=none"])
+    base = edgebuild_run(f"{name}_base", ["calibration.correction=none", f"calibration.count={n}"],
+                         fresh(work / f"cache_{name}_base"), work / f"run_{name}_base", logs)
+    r = case_sweep(work, logs, n, name, "calibration=minmax,entropy,percentile",
+                   ["calibration.correction=none", *launcher])
     r["baseline_wall_s"], r["baseline_rc"] = base["wall_s"], base["rc"]
     return r
 
@@ -393,6 +398,10 @@ def main(argv=None) -> int:
                 r = case_sweep(work, logs, n)
             elif kind == "calsweep":
                 r = case_calsweep(work, logs, n)
+            elif kind == "psweep":  # against the shipped cold build, as `sweep`
+                r = case_sweep(work, logs, n, "psweep", extra=PARALLEL)
+            elif kind == "pcalsweep":
+                r = case_calsweep(work, logs, n, "pcalsweep", PARALLEL)
             elif kind == "scale":
                 r = case_scale(work, logs)
             elif kind == "hot":
