@@ -209,6 +209,15 @@ def write_doc(res: dict) -> str:
               "so it is a different result per scheme by design. Per method, the artifact's own validation and "
               f"layer-error table remain (validate {_f(step_total(cs, 'validate'))} s, layer_error "
               f"{_f(step_total(cs, 'layer_error'))} s over the calibration sweep).", ""]
+        psw, pcs = c.get("psweep") or {}, c.get("pcalsweep") or {}
+        if psw.get("wall_s") and pcs.get("wall_s") and pcs.get("baseline_wall_s"):
+            L += [f"- the same sweeps through `hydra/launcher=joblib hydra.launcher.n_jobs=3` (README's parallel sweep; "
+                  f"shared steps are built once under their lock, the per-target / per-method tails run side by side "
+                  f"on the 2 cores): target sweep {_f(psw['wall_s'])} s = **{psw['wall_s'] / base:.2f}x**, calibration "
+                  f"sweep {_f(pcs['wall_s'])} s = **{pcs['wall_s'] / pcs['baseline_wall_s']:.2f}x** its own cold "
+                  f"baseline ({_f(pcs['baseline_wall_s'])} s); steps built per job: "
+                  + ", ".join(f"{k} {v}" for k, v in (psw.get("built_count_per_step") or {}).items()) + " / "
+                  + ", ".join(f"{k} {v}" for k, v in (pcs.get("built_count_per_step") or {}).items()) + ".", ""]
 
     sc = c.get("scale") or {}
     if sc.get("20000"):

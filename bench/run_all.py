@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
+KEEP = "<!-- measured by other bench scripts: kept as is when make bench regenerates the part above -->"
 PY = sys.executable
 EDGEBUILD = str(Path(PY).parent / "edgebuild")
 SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -415,7 +416,8 @@ def main(argv=None) -> int:
                   f"rc {r.get('rc')}", flush=True)
     from bench_doc import write_doc  # noqa: E402  (bench/ is on sys.path when run as a script)
 
-    DOC.write_text(write_doc(res))
+    old = DOC.read_text() if DOC.is_file() else ""
+    DOC.write_text(write_doc(res).rstrip("\n") + "\n\n" + (old[old.index(KEEP):] if KEEP in old else ""))
     print(f"[bench] wrote {RESULTS.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
     return 0
 
