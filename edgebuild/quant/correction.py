@@ -145,16 +145,17 @@ def store_int8(w_q: onnx.TensorProto, w_scale: onnx.TensorProto, bias: onnx.Tens
     bias.CopyFrom(onnx.numpy_helper.from_array(np.asarray(b, np.float32), bias.name))
 
 
-def _depths(model: onnx.ModelProto, convs: set[str]) -> tuple[dict[str, int], dict[str, int]]:
-    """(conv name -> 1 + the longest chain of `convs` above it, node name -> the deepest such conv at or above it)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    above: dict[str, int] = {}
+def _depths(model: onnx.ModelProto, convs: set[str]) -> tuple[dict[str, int], list[int]]:
+    """(conv name -> 1 + the longest chain of `convs` above it, per node in graph order: the deepest such conv at or
+    above it). Nodes are told apart by position: exported graphs may leave names empty."""
+    producer = {o: k for k, n in enumerate(model.graph.node) for o in n.output}
+    above: list[int] = []
     depth = {}
     for n in model.graph.node:  # topological order
-        up = max((above[producers[i].name] for i in n.input if i in producers), default=0)
+        up = max((above[producer[i]] for i in n.input if i in producer), default=0)
         if n.name in convs:
             depth[n.name] = up + 1
-        above[n.name] = depth.get(n.name, up)
+        above.append(depth.get(n.name, up))
     return depth, above
 
 
@@ -165,17 +166,17 @@ class _QdqInputs:
     conv inputs are computed by the nodes with `above` == k alone, fed from the final tensors kept per image (those
     a later level still reads): the whole model runs about once per image instead of once per level."""
 
-    def __init__(self, model: onnx.ModelProto, graph_input: str, above: dict[str, int], images: Sequence[np.ndarray]):
+    def __init__(self, model: onnx.ModelProto, graph_input: str, above: list[int], images: Sequence[np.ndarray]):
         self.model, self.producer, self.level_of = model, {}, {graph_input: -1}
         dynamic, self.last_read = {graph_input}, {}
-        for n in model.graph.node:  # topological order; only what depends on the image is kept per image
+        for n, lv in zip(model.graph.node, above):  # topological order; only what depends on the image is kept
             if any(i in dynamic for i in n.input):
                 dynamic.update(o for o in n.output if o)
-                self.level_of.update({o: above[n.name] for o in n.output if o})
+                self.level_of.update({o: lv for o in n.output if o})
                 self.producer.update({o: n for o in n.output if o})
                 for i in n.input:
                     if i in dynamic:
-                        self.last_read[i] = max(self.last_read.get(i, -1), above[n.name])
+                        self.last_read[i] = max(self.last_read.get(i, -1), lv)
         self.values = [{graph_input: x} for x in images]
 
     def level(self, k: int, wanted: list[str]) -> list[dict[str, np.ndarray]]:
