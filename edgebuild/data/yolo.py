@@ -25,7 +25,6 @@ def label_path(image: Path) -> Path:
     return Path(sb.join(s.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
 
 
-
 _LISTINGS: dict[str, tuple[list[tuple[str, int]], list[Path]]] = {}
 
 
@@ -53,6 +52,7 @@ def list_images(root: Path) -> list[Path]:
     files = [Path(f) for f in sorted(found)]
     _LISTINGS[key] = (dirs, files)
     return list(files)
+
 
 class YoloDataset(Dataset):
     format = "yolo"

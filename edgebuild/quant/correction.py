@@ -167,16 +167,15 @@ class _QdqInputs:
     a later level still reads): the whole model runs about once per image instead of once per level."""
 
     def __init__(self, model: onnx.ModelProto, graph_input: str, above: list[int], images: Sequence[np.ndarray]):
-        self.model, self.producer, self.level_of = model, {}, {graph_input: -1}
-        dynamic, self.last_read = {graph_input}, {}
-        for n, lv in zip(model.graph.node, above):  # topological order; only what depends on the image is kept
-            if any(i in dynamic for i in n.input):
-                dynamic.update(o for o in n.output if o)
+        self.model, self.producer, self.last_read = model, {}, {}
+        self.level_of = {graph_input: -1}  # every tensor that depends on the image (the only ones kept per image)
+        for n, lv in zip(model.graph.node, above):  # topological order
+            if any(i in self.level_of for i in n.input):
+                for i in n.input:
+                    if i in self.level_of:
+                        self.last_read[i] = max(self.last_read.get(i, -1), lv)
                 self.level_of.update({o: lv for o in n.output if o})
                 self.producer.update({o: n for o in n.output if o})
-                for i in n.input:
-                    if i in dynamic:
-                        self.last_read[i] = max(self.last_read.get(i, -1), lv)
         self.values = [{graph_input: x} for x in images]
 
     def level(self, k: int, wanted: list[str]) -> list[dict[str, np.ndarray]]:
